@@ -1,0 +1,28 @@
+"""Shared fixtures: locating ../shared (present on the team's machines, absent on a fresh clone)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# ../shared beside the checkout; METACLIP_SHARED overrides it (e.g. CI clones elsewhere).
+SHARED = Path(os.environ.get("METACLIP_SHARED", REPO_ROOT.parent / "shared"))
+
+
+def _shared_dir(name: str) -> Path:
+    path = SHARED / name
+    if not path.is_dir():
+        pytest.skip(f"{path} not present: real-data test needs ../shared/{name} beside the checkout")
+    return path
+
+
+@pytest.fixture(scope="session")
+def realdata() -> Path:
+    return _shared_dir("realdata")
+
+
+@pytest.fixture(scope="session")
+def shared_metaclip() -> Path:
+    return _shared_dir("metaclip")

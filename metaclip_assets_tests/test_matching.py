@@ -1,0 +1,347 @@
+"""MetaCLIP v1 substring matching: every consequence listed in metaclip-facts.md section 2, plus equivalence with
+the upstream plain loop and pyahocorasick formulation on random and real texts."""
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+
+from metaclip_assets.curation import matching
+from metaclip_assets.curation.matching import (
+    Matcher,
+    match_pool_parallel,
+    metadata_fingerprint,
+    spacing,
+    substr_matching,
+    substr_matching_batch,
+)
+
+
+def reference(text: str, metadata: list[str]) -> list[int]:
+    """MetaCLIP's plain loop, the definition of the semantics."""
+    t = spacing(text)
+    return [i for i, e in enumerate(metadata) if f" {e} " in t]
+
+
+def matched(text: str, metadata: list[str]) -> set[str]:
+    ids = Matcher(metadata).match(text)
+    assert ids == reference(text, metadata)  # every case below also checks the plain loop agrees
+    return {metadata[i] for i in ids}
+
+
+# ---- spacing ---------------------------------------------------------------------------------------------------------
+
+
+def test_spacing_exact_bytes():
+    assert spacing("a,b.c;d:e?f!g`h") == " a , b . c ; d : e ? f ! g ` h "
+    assert spacing("a\tb\nc\rd") == " a b c d "
+    assert spacing("a\r\nb") == " a  b "  # CRLF -> two spaces
+    assert spacing("a  b") == " a  b "  # runs are not collapsed
+    assert spacing("") == "  "
+    assert spacing("x\u00a0y") == " x\u00a0y "  # NBSP untouched
+    assert spacing("a - (b) [c] {d} \"e\" f/g + & * 'h'") == " a - (b) [c] {d} \"e\" f/g + & * 'h' "
+
+
+def _upstream_spacing(text: str) -> str:
+    # The unguarded 10 replaces, in MetaCLIP's order.
+    text = " " + text + " "
+    for c in ",.;:?!`":
+        text = text.replace(c, " " + c + " ")
+    for c in "\t\n\r":
+        text = text.replace(c, " ")
+    return text
+
+
+def test_spacing_matches_unguarded_form_on_random_texts():
+    rng = random.Random(1)
+    alphabet = "ab ,.;:?!`\t\n\r\u00a0é'"
+    for _ in range(2000):
+        t = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 20)))
+        assert spacing(t) == _upstream_spacing(t)
+
+
+# ---- consequences (metaclip-facts.md section 2) ----------------------------------------------------------------------
+
+
+def test_case_sensitive():
+    assert matched("Dog on grass", ["dog", "Dog"]) == {"Dog"}
+    assert matched("I love New York", ["new york", "New York"]) == {"New York"}
+
+
+def test_whole_token_only():
+    md = ["dog"]
+    assert matched("dogdog", md) == set()
+    assert matched("hotdog", md) == set()
+    for text in ["dog's bed", "(dog)", "dog-friendly", "dog/cat", '"dog"', "[dog]", "{dog}", "dog+cat", "dog&cat",
+                 "dog*"]:
+        assert matched(text, md) == set(), text
+    assert matched("a dog here", md) == {"dog"}
+    assert matched("dog", md) == {"dog"}  # text edges count as spaces
+
+
+def test_apostrophe_entry_matches_itself():
+    assert matched("my dog's bed", ["dog's", "dog"]) == {"dog's"}
+
+
+def test_seven_characters_separate_tokens():
+    md = ["dog", "cat"]
+    for sep in ",.;:?!`":
+        assert matched(f"dog{sep}cat", md) == {"dog", "cat"}, sep
+
+
+def test_overlapping_and_nested():
+    md = ["hot dog", "dog bowl", "hot", "dog", "bowl", "hot dog bowl x"]
+    assert matched("hot dog bowl", md) == {"hot dog", "dog bowl", "hot", "dog", "bowl"}
+    md = ["New York City", "New York", "York", "York City", "City", "new york"]
+    assert matched("New York City", md) == {"New York City", "New York", "York", "York City", "City"}
+
+
+def test_each_id_once_sorted():
+    md = ["b", "a"]
+    assert Matcher(md).match("a b a b a") == [0, 1]
+    offsets, ids = Matcher(md).match_batch(["a b a b a"])
+    assert offsets.tolist() == [0, 2] and ids.tolist() == [0, 1]
+
+
+def test_punctuated_entries_never_match():
+    md = ["U.S.", "St. Louis", "Yahoo!", "Hello, World!", "U", "S", "Louis"]
+    assert matched("Made in the U.S. by Yahoo! in St. Louis: Hello, World!", md) == {"U", "S", "Louis"}
+
+
+def test_pathological_spaced_entry_matches():
+    assert matched("a.b", ["a . b", "a.b"]) == {"a . b"}
+
+
+def test_numbers():
+    md = ["3", "5", "3.5", "1", "000", "1,000"]
+    assert matched("3.5", md) == {"3", "5"}
+    assert matched("1,000", md) == {"1", "000"}
+    assert matched("1,000", ["1", "1,000"]) == {"1"}
+
+
+def test_crlf_is_two_spaces():
+    md = ["hot dog", "hot", "dog"]
+    assert matched("hot\r\ndog", md) == {"hot", "dog"}
+
+
+def test_tab_and_lf_are_one_space():
+    md = ["hot dog"]
+    assert matched("hot\tdog", md) == {"hot dog"}
+    assert matched("hot\ndog", md) == {"hot dog"}
+    assert matched("hot\rdog", md) == {"hot dog"}
+
+
+def test_double_space_breaks_multiword():
+    assert matched("hot  dog", ["hot dog", "dog"]) == {"dog"}
+
+
+def test_nbsp_and_unicode_spaces_are_not_spaces():
+    md = ["hot dog", "hot", "dog"]
+    assert matched("hot\u00a0dog", md) == set()
+    assert matched("hot\u2009dog", md) == set()  # thin space
+    assert matched("hot\u3000dog", md) == set()  # ideographic space
+
+
+def test_no_unicode_normalisation():
+    precomposed, combining = "caf\u00e9", "cafe\u0301"
+    assert matched("un café ici", [precomposed, combining]) == {precomposed}
+    assert matched(f"un {combining} ici", [precomposed, combining]) == {combining}
+
+
+def test_unspaced_cjk_matches_nothing():
+    md = ["狗", "热狗", "dog"]
+    assert matched("我喜欢热狗", md) == set()
+    assert matched("热狗 狗", md) == {"热狗", "狗"}  # only when spaced
+
+
+# ---- Matcher construction --------------------------------------------------------------------------------------------
+
+
+def test_empty_entry_rejected():
+    with pytest.raises(ValueError, match="empty"):
+        Matcher(["dog", ""])
+
+
+def test_non_str_entry_rejected():
+    with pytest.raises(TypeError):
+        Matcher(["dog", 3])  # type: ignore[list-item]
+
+
+def test_duplicate_entries_report_every_id():
+    md = ["dog", "cat", "dog", "hot dog", "dog"]
+    m = Matcher(md)
+    assert m.match("hot dog") == [0, 2, 3, 4] == reference("hot dog", md)
+    offsets, ids = m.match_batch(["cat", "hot dog", "none"])
+    assert offsets.tolist() == [0, 1, 5, 5]
+    assert ids.tolist() == [1, 0, 2, 3, 4]
+
+
+def test_match_batch_dtypes_and_empty():
+    m = Matcher(["dog"])
+    offsets, ids = m.match_batch([])
+    assert offsets.dtype == np.int64 and ids.dtype == np.uint32
+    assert offsets.tolist() == [0] and ids.size == 0
+    offsets, ids = m.match_batch(["", "cat", "dog"])
+    assert offsets.tolist() == [0, 0, 0, 1] and ids.tolist() == [0]
+
+
+def test_lone_surrogate_text_does_not_raise():
+    md = ["dog", "\udc80"]
+    assert Matcher(md).match("dog \udc80") == reference("dog \udc80", md) == [0, 1]
+
+
+def test_fingerprint():
+    md = ["a", "b é"]
+    m = Matcher(md)
+    assert m.fingerprint == metadata_fingerprint(md) == metadata_fingerprint(tuple(md))
+    assert m.fingerprint != Matcher(["a", "b e"]).fingerprint
+    assert m.fingerprint != Matcher(["b é", "a"]).fingerprint  # order is part of the ids
+
+
+@pytest.mark.realdata
+def test_fingerprint_equals_metadata_file_sha256(shared_metaclip):
+    import hashlib
+
+    path = shared_metaclip / "wordnet_part_86654.json"
+    md = json.loads(path.read_bytes())
+    assert metadata_fingerprint(md) == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# ---- substr_matching: no stale global cache --------------------------------------------------------------------------
+
+
+def test_substr_matching_uses_the_given_metadata_each_call():
+    text = "a hot dog"
+    assert substr_matching(text, ["dog", "cat"]) == [0]
+    assert substr_matching(text, ["cat", "hot"]) == [1]  # upstream would still answer from ["dog", "cat"]
+    assert substr_matching(text, ["dog", "cat"]) == [0]
+
+
+def test_substr_matching_detects_in_place_mutation():
+    md = ["dog", "cat"]
+    assert substr_matching("a cat", md) == [1]
+    md[1] = "bird"
+    assert substr_matching("a cat", md) == []
+    assert substr_matching("a bird", md) == [1]
+    md.append("cat")
+    assert substr_matching("a cat", md) == [2]
+
+
+def test_substr_matching_cache_reuses_equal_content():
+    md = ["dog", "cat"]
+    substr_matching("x", md)
+    first = matching._matcher_for(md)
+    assert matching._matcher_for(list(md)) is first  # equal content, different list object
+    assert matching._matcher_for(["dog", "cow"]) is not first
+    assert len(matching._cache) <= matching._CACHE_SLOTS
+
+
+def test_substr_matching_batch():
+    md = ["dog", "cat", "hot dog"]
+    texts = ["hot dog", "", "cat, dog"]
+    expected = [reference(t, md) for t in texts]
+    assert substr_matching_batch(texts, md) == expected
+    assert substr_matching_batch(texts, Matcher(md)) == expected
+
+
+# ---- equivalence with the reference on generated texts ---------------------------------------------------------------
+
+_WORDS = ["dog", "Dog", "hot", "cat", "New", "York", "City", "a", "b", "é", "e\u0301", "狗", "U", "S", "3", "5", "000",
+          "1", "bowl", "x"]
+_SEPS = [" ", " ", " ", "  ", ",", ".", ";", ":", "?", "!", "`", "\t", "\n", "\r", "\r\n", "-", "'", "(", ")",
+         "\u00a0", "", "/"]
+
+
+def _random_metadata(rng: random.Random) -> list[str]:
+    md = set(_WORDS)
+    while len(md) < 150:
+        n = rng.choice([1, 2, 2, 3])
+        md.add(rng.choice([" ", " ", "-", "'", ".", ". ", ", "]).join(rng.choice(_WORDS) for _ in range(n)))
+    out = sorted(md)
+    rng.shuffle(out)
+    return out
+
+
+def _random_text(rng: random.Random) -> str:
+    parts = []
+    for _ in range(rng.randint(0, 12)):
+        parts.append(rng.choice(_WORDS))
+        parts.append(rng.choice(_SEPS))
+    return "".join(parts)
+
+
+def test_matches_reference_on_random_texts():
+    rng = random.Random(20240601)
+    md = _random_metadata(rng)
+    texts = [_random_text(rng) for _ in range(2000)]
+    m = Matcher(md)
+    offsets, ids = m.match_batch(texts)
+    nonempty = 0
+    for k, t in enumerate(texts):
+        ref = reference(t, md)
+        assert ids[offsets[k] : offsets[k + 1]].tolist() == ref, repr(t)
+        assert m.match(t) == ref
+        nonempty += bool(ref)
+    assert nonempty > 1000  # the generator actually exercises matches
+    assert len(ids) == offsets[-1]
+
+
+def test_match_pool_parallel_equals_serial():
+    rng = random.Random(7)
+    md = _random_metadata(rng)
+    texts = [_random_text(rng) for _ in range(3000)]
+    m = Matcher(md)
+    serial = m.match_batch(texts)
+    parallel = match_pool_parallel(texts, m, workers=2, chunk_size=700)
+    assert parallel[0].dtype == np.int64 and parallel[1].dtype == np.uint32
+    np.testing.assert_array_equal(parallel[0], serial[0])
+    np.testing.assert_array_equal(parallel[1], serial[1])
+    assert matching._worker_matcher is None
+
+
+# ---- real data: 5,000 LAION alt-texts against the 86,654 WordNet entries ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def laion_and_wordnet(realdata, shared_metaclip):
+    import polars as pl
+
+    df = pl.read_parquet(realdata / "laion-alttext-10k" / "laion_alttext_5000.parquet", columns=["TEXT"])
+    texts = df["TEXT"].fill_null("").to_list()
+    md = json.loads((shared_metaclip / "wordnet_part_86654.json").read_text(encoding="utf-8"))
+    assert len(md) == 86654 and len(texts) == 5000
+    return texts, md
+
+
+@pytest.mark.realdata
+def test_real_texts_match_pyahocorasick_reference(laion_and_wordnet):
+    import ahocorasick
+
+    texts, md = laion_and_wordnet
+    # Upstream's substr_matching_ahocorasick formulation, with int values.
+    automaton = ahocorasick.Automaton(ahocorasick.STORE_INTS)
+    for i, e in enumerate(md):
+        automaton.add_word(f" {e} ", i)
+    automaton.make_automaton()
+
+    offsets, ids = Matcher(md).match_batch(texts)
+    with_match = 0
+    for k, t in enumerate(texts):
+        ref = sorted({i for _, i in automaton.iter(spacing(t))})
+        assert ids[offsets[k] : offsets[k + 1]].tolist() == ref, repr(t)
+        with_match += bool(ref)
+    print(f"\nLAION 5000 x WordNet 86,654: {with_match} texts match >= 1 entry, {len(ids)} (text, entry) pairs")
+    assert with_match > 1000  # 2,530 when written: a collapse here means the matcher lost matches
+
+
+@pytest.mark.realdata
+def test_real_texts_match_plain_loop_subset(laion_and_wordnet):
+    texts, md = laion_and_wordnet
+    subset = texts[:: len(texts) // 100][:100]
+    m = Matcher(md)
+    padded = [f" {e} " for e in md]
+    for t in subset:
+        s = spacing(t)
+        assert m.match(t) == [i for i, p in enumerate(padded) if p in s], repr(t)
