@@ -1,0 +1,1 @@
+"""Dagster definitions: thin wiring around the plain modules in ``metaclip_assets.curation``."""

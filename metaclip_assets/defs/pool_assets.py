@@ -1,0 +1,117 @@
+"""Per (snapshot, shard) assets: the raw image-text pool read from crawl files, and its matched subset."""
+
+
+import time
+
+import dagster as dg
+
+from metaclip_assets import layout
+from metaclip_assets.curation.matching import Matcher
+from metaclip_assets.curation.pool import POOL_SCHEMA, build_pool
+from metaclip_assets.curation.sharding import files_for_shard
+from metaclip_assets.curation.stages import empty_matched, match_pool
+from metaclip_assets.defs.metadata_asset import load_current_metadata
+from metaclip_assets.defs.partitions import NUM_SHARDS, snapshot_and_shard, snapshot_shard_partitions
+from metaclip_assets.defs.resources import CurationStorage
+
+CRAWL_SUFFIXES = (".wat.gz", ".warc.gz")
+PROGRESS_EVERY_S = 5.0
+
+
+@dg.asset(
+    group_name="curation",
+    partitions_def=snapshot_shard_partitions,
+    kinds={"polars", "parquet"},
+    description="Image-text pairs read from this shard's CommonCrawl WAT/WARC files, with provenance; "
+    "bad records skipped and counted by reason.",
+    check_specs=[dg.AssetCheckSpec("shard_not_empty", asset="crawl_pool", blocking=True,
+                                   description="The shard had crawl files and they yielded pairs.")],
+)
+def crawl_pool(context: dg.AssetExecutionContext, curation_storage: CurationStorage) -> dg.MaterializeResult:
+    snapshot, shard = snapshot_and_shard(context)
+    storage, crawl = curation_storage.storage(), curation_storage.crawl_storage()
+    all_files = [key.rsplit("/", 1)[-1] for key in crawl.list(snapshot, CRAWL_SUFFIXES)]
+    if not all_files:
+        raise FileNotFoundError(
+            f"no *.wat.gz / *.warc.gz files for snapshot {snapshot} under {crawl.uri(snapshot)}: put the crawl files "
+            "there (or run `metaclip-assets make-sample` for the bundled sample)"
+        )
+    names = files_for_shard(all_files, shard, NUM_SHARDS)
+    context.log.info(f"shard {shard:03d}/{NUM_SHARDS}: {len(names)} of {len(all_files)} crawl files: {names}")
+
+    last = [time.monotonic()]
+
+    def progress(stats) -> None:  # visible in the run log while a big shard is read
+        if time.monotonic() - last[0] >= PROGRESS_EVERY_S:
+            last[0] = time.monotonic()
+            context.log.info(f"progress: {stats.records_read:,} records, {stats.pairs:,} pairs, skips {stats.skips}")
+
+    with curation_storage.local_files(crawl, [f"{snapshot}/{n}" for n in names]) as paths:
+        pool, stats = build_pool(list(zip(paths, names)), snapshot=snapshot, progress=progress)
+    uri = storage.write_parquet(layout.pool_key(snapshot, shard, NUM_SHARDS), pool)
+    stats_dict = {**stats.as_dict(), "files": names}
+    storage.write_json(layout.pool_stats_key(snapshot, shard, NUM_SHARDS), stats_dict, indent=2)
+    context.log.info(f"pool: {len(pool):,} pairs, stats {stats_dict}")
+
+    if not names:
+        check = dg.AssetCheckResult(check_name="shard_not_empty", passed=False, severity=dg.AssetCheckSeverity.WARN,
+                                    metadata={"reason": "no crawl file hashes to this shard; fewer shards may fit"})
+    else:
+        check = dg.AssetCheckResult(check_name="shard_not_empty", passed=len(pool) > 0,
+                                    metadata={"files": len(names), "pairs": len(pool)})
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": len(pool),
+            "path": dg.MetadataValue.path(uri),
+            "files": len(names),
+            "records_read": stats.records_read,
+            "bad_records": dg.MetadataValue.json(stats.skips),
+            "bad_records_total": sum(stats.skips.values()),
+            "stats": dg.MetadataValue.json(stats_dict),
+        },
+        check_results=[check],
+    )
+
+
+@dg.asset(
+    group_name="curation",
+    partitions_def=snapshot_shard_partitions,
+    deps=[crawl_pool, "metadata_entries"],
+    kinds={"polars", "parquet"},
+    description="Pool pairs whose text matches at least one metadata entry (MetaCLIP v1 substring matching), "
+    "with the matched entry ids per pair.",
+)
+def matched_pool(context: dg.AssetExecutionContext, curation_storage: CurationStorage) -> dg.MaterializeResult:
+    snapshot, shard = snapshot_and_shard(context)
+    storage = curation_storage.storage()
+    pool_key = layout.pool_key(snapshot, shard, NUM_SHARDS)
+    if not storage.exists(pool_key):
+        raise FileNotFoundError(f"{storage.uri(pool_key)} is missing: materialize crawl_pool for this partition first")
+    pool = storage.read_parquet(pool_key)
+    entries, sha = load_current_metadata(storage)
+    started = time.perf_counter()
+    matcher = Matcher(entries)
+    built = time.perf_counter()
+    matched, stats = match_pool(pool, matcher) if len(pool) else (empty_matched(POOL_SCHEMA), None)
+    elapsed = time.perf_counter() - built
+    uri = storage.write_parquet(layout.matched_key(snapshot, shard, NUM_SHARDS), matched)
+    stats_dict = {
+        **(stats.as_dict() if stats else {"pairs_in": 0, "matched": 0, "pair_entry_matches": 0, "match_rate": 0.0}),
+        "metadata_sha256": sha,
+        "matcher_build_s": round(built - started, 3),
+        "match_s": round(elapsed, 3),
+        "texts_per_s": round(len(pool) / elapsed, 1) if elapsed > 0 else None,
+    }
+    storage.write_json(layout.matched_stats_key(snapshot, shard, NUM_SHARDS), stats_dict, indent=2)
+    context.log.info(f"matched: {stats_dict}")
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": len(matched),
+            "path": dg.MetadataValue.path(uri),
+            "pairs_in": stats_dict["pairs_in"],
+            "match_rate": dg.MetadataValue.float(stats_dict["match_rate"]),
+            "pair_entry_matches": stats_dict["pair_entry_matches"],
+            "metadata_sha256": sha,
+            "texts_per_s": stats_dict["texts_per_s"],
+        }
+    )

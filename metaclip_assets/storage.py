@@ -1,0 +1,148 @@
+"""One storage layer for every artifact the pipeline reads or writes.
+
+Paths are relative keys under a root URL. The root is a local directory by default; any fsspec URL
+(``s3://bucket/prefix``, ``gs://...``) works the same once the matching fsspec backend is installed, so moving
+to object storage is a config change, not a code change.
+
+Writes are atomic: a reader never sees half a file. Locally we write a temporary file next to the target and
+``os.replace`` it; on object stores a single PUT is atomic already, so we upload a finished local temp file.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+import numpy as np
+import polars as pl
+
+
+class Storage:
+    def __init__(self, root: str | os.PathLike[str]):
+        root = os.fspath(root)
+        self.fs, path = fsspec.core.url_to_fs(root)
+        self.is_local = isinstance(self.fs, LocalFileSystem)
+        # Local roots are made absolute so that paths stay valid whatever the cwd of a later process.
+        self.root = str(Path(path).resolve()) if self.is_local else path.rstrip("/")
+        self.root_url = root if not self.is_local else self.root
+
+    def __repr__(self) -> str:
+        return f"Storage({self.root_url!r})"
+
+    # ---- paths ---------------------------------------------------------------------------------------
+    def path(self, key: str) -> str:
+        """Full path (local path or bucket path) of a relative key."""
+        return f"{self.root}/{key.lstrip('/')}"
+
+    def local_path(self, key: str) -> Path:
+        """A real filesystem path; only for libraries that cannot read file objects."""
+        if not self.is_local:
+            raise RuntimeError(f"{self!r} is not local: read {key} through open()/read_*() instead")
+        return Path(self.path(key))
+
+    def uri(self, key: str) -> str:
+        """What to show a user (a clickable file path locally, the object URL otherwise)."""
+        if self.is_local:
+            return self.path(key)
+        protocol = self.fs.protocol[0] if isinstance(self.fs.protocol, tuple) else self.fs.protocol
+        return f"{protocol}://{self.path(key)}"
+
+    def exists(self, key: str) -> bool:
+        return self.fs.exists(self.path(key))
+
+    def list(self, prefix: str, suffixes: tuple[str, ...] = ()) -> list[str]:
+        """Relative keys of the files directly under ``prefix``, sorted (deterministic order matters)."""
+        base = self.path(prefix).rstrip("/")
+        if not self.fs.exists(base):
+            return []
+        out = []
+        for info in self.fs.ls(base, detail=True):
+            if info["type"] != "file":
+                continue
+            name = info["name"].rsplit("/", 1)[-1]
+            if name.startswith((".", "_")) or (suffixes and not name.endswith(suffixes)):
+                continue
+            out.append(f"{prefix.rstrip('/')}/{name}")
+        return sorted(out)
+
+    def size(self, key: str) -> int:
+        return int(self.fs.size(self.path(key)))
+
+    def delete(self, key: str) -> None:
+        if self.exists(key):
+            self.fs.rm(self.path(key))
+
+    # ---- reading -------------------------------------------------------------------------------------
+    def open(self, key: str, mode: str = "rb"):
+        if "w" in mode or "a" in mode:
+            raise ValueError("use atomic_write() for writing")
+        return self.fs.open(self.path(key), mode)
+
+    def read_bytes(self, key: str) -> bytes:
+        with self.open(key) as f:
+            return f.read()
+
+    def read_json(self, key: str) -> Any:
+        return json.loads(self.read_bytes(key))
+
+    def read_parquet(self, key: str, columns: list[str] | None = None) -> pl.DataFrame:
+        if self.is_local:
+            return pl.read_parquet(self.path(key), columns=columns)
+        with self.open(key) as f:
+            return pl.read_parquet(io.BytesIO(f.read()), columns=columns)
+
+    def read_npy(self, key: str) -> np.ndarray:
+        with self.open(key) as f:
+            return np.load(io.BytesIO(f.read()), allow_pickle=False)
+
+    # ---- writing (always atomic) ---------------------------------------------------------------------
+    @contextmanager
+    def atomic_write(self, key: str) -> Iterator[Path]:
+        """Yield a local temporary path; on success it becomes ``key``, on error it is removed."""
+        target = self.path(key)
+        if self.is_local:
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + Path(target).name, dir=Path(target).parent)
+        else:
+            fd, tmp = tempfile.mkstemp(prefix="metaclip-upload-")
+        os.close(fd)
+        try:
+            yield Path(tmp)
+            if self.is_local:
+                os.replace(tmp, target)
+            else:
+                self.fs.put_file(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def write_bytes(self, key: str, data: bytes) -> str:
+        with self.atomic_write(key) as tmp:
+            tmp.write_bytes(data)
+        return self.uri(key)
+
+    def write_text(self, key: str, text: str) -> str:
+        return self.write_bytes(key, text.encode("utf-8"))
+
+    def write_json(self, key: str, obj: Any, indent: int | None = None) -> str:
+        data = json.dumps(obj, ensure_ascii=False, indent=indent, sort_keys=False)
+        return self.write_bytes(key, data.encode("utf-8"))
+
+    def write_parquet(self, key: str, df: pl.DataFrame) -> str:
+        with self.atomic_write(key) as tmp:
+            df.write_parquet(tmp, compression="zstd", statistics=True)
+        return self.uri(key)
+
+    def write_npy(self, key: str, array: np.ndarray) -> str:
+        with self.atomic_write(key) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, array, allow_pickle=False)
+        return self.uri(key)

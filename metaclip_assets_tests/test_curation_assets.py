@@ -1,0 +1,156 @@
+"""The curation assets end to end on the generated sample snapshot, in a real (temporary) Dagster instance."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import polars as pl
+import pytest
+
+from metaclip_assets import layout
+from metaclip_assets.curation.sample import make_sample_snapshot
+from metaclip_assets.definitions import curation_assets
+from metaclip_assets.defs.partitions import NUM_SHARDS, SNAPSHOT_PARTITIONS_NAME, shard_partitions
+from metaclip_assets.defs.resources import CurationStorage
+from metaclip_assets.storage import Storage
+
+SNAPSHOT = "SAMPLE-2024-10"
+SAMPLE_METADATA_CONFIG = json.loads(
+    (Path(__file__).resolve().parent.parent / "scripts" / "sample-metadata-config.json").read_text()
+)
+T = 30
+
+
+def _materialize(instance, resources, selection, partition_key=None, run_config=None):
+    result = dg.materialize(
+        curation_assets, selection=selection.split(","), partition_key=partition_key, instance=instance,
+        resources=resources, run_config=run_config or {}, raise_on_error=True,
+    )
+    assert result.success
+    return result
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    manifest = make_sample_snapshot(root, SNAPSHOT, seed=0)
+    resources = {"curation_storage": CurationStorage(data_root=str(root))}
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(SNAPSHOT_PARTITIONS_NAME, [SNAPSHOT])
+        results = {"metadata": _materialize(instance, resources, "metadata_entries", run_config=SAMPLE_METADATA_CONFIG)}
+        results["shards"] = [
+            _materialize(instance, resources, "crawl_pool,matched_pool",
+                         dg.MultiPartitionKey({"snapshot": SNAPSHOT, "shard": shard}))
+            for shard in shard_partitions.get_partition_keys()
+        ]
+        results["snapshot"] = _materialize(
+            instance, resources, "entry_counts,balanced_subset,data_card", SNAPSHOT,
+            run_config={"ops": {"balanced_subset": {"config": {"t": T}}}},
+        )
+        yield root, manifest, results, instance
+
+
+def _metadata(result, asset):
+    mats = result.asset_materializations_for_node(asset)
+    assert len(mats) == 1
+    return {k: v.value for k, v in mats[0].metadata.items()}
+
+
+def test_every_check_passes(pipeline_run):
+    _, _, results, _ = pipeline_run
+    evaluations = [e for r in results["shards"] for e in r.get_asset_check_evaluations()]
+    evaluations += results["snapshot"].get_asset_check_evaluations()
+    names = sorted({e.check_name for e in evaluations})
+    assert names == ["counts_sum_to_matches", "curated_subset_of_matched", "shard_not_empty", "totals_match_parquet"]
+    failed = [(e.check_name, e.metadata) for e in evaluations if not e.passed]
+    assert not failed, failed
+
+
+def test_metadata_has_wordnet_and_wikipedia_sources(pipeline_run):
+    root, _, results, _ = pipeline_run
+    md = _metadata(results["metadata"], "metadata_entries")
+    counts = md["per_source_counts"]
+    assert md["dagster/row_count"] > 86_000
+    storage = Storage(root)
+    entries, sha = storage.read_json(layout.METADATA_CURRENT)["metadata_json"], md["sha256"]
+    assert len(storage.read_json(entries)) == md["dagster/row_count"]
+    assert sha == storage.read_json(layout.METADATA_CURRENT)["sha256"]
+    assert json.dumps(counts)  # per-source counts recorded
+    sources = pl.read_parquet(storage.local_path(f"{layout.metadata_dir(sha)}/entries.parquet"))["source"]
+    assert {"number", "wordnet"} <= set(sources.unique().to_list())
+
+
+def test_bad_records_are_counted_as_planted(pipeline_run):
+    root, manifest, results, _ = pipeline_run
+    card = Storage(root).read_json(f"{layout.datacard_dir(SNAPSHOT)}/summary.json")
+    planted = manifest.expected_skips
+    assert planted
+    for reason, count in planted.items():
+        assert card["bad_records"].get(reason) == count, (reason, card["bad_records"], planted)
+    md = _metadata(results["snapshot"], "data_card")
+    assert md["bad_records"] == card["bad_records"]
+
+
+def test_pool_matches_manifest_pairs(pipeline_run):
+    root, manifest, _, _ = pipeline_run
+    storage = Storage(root)
+    pools = [storage.read_parquet(layout.pool_key(SNAPSHOT, s, NUM_SHARDS)) for s in range(NUM_SHARDS)]
+    pool = pl.concat(pools)
+    assert pool.select(["url", "text"]).unique().height == manifest.pairs_distinct
+    assert pool["url"].str.starts_with("http").all()  # relative URLs resolved
+
+
+def test_balancing_cuts_the_head_and_keeps_the_tail(pipeline_run):
+    root, _, _, _ = pipeline_run
+    storage = Storage(root)
+    before = storage.read_json(f"{layout.datacard_dir(SNAPSHOT)}/entry_counts_before.json")
+    after = storage.read_json(f"{layout.datacard_dir(SNAPSHOT)}/datacard.json")
+    head = [e for e, c in before.items() if c > 3 * T]
+    tail = [e for e, c in before.items() if c < T]
+    assert head and tail
+    assert all(after.get(e, 0) < before[e] for e in head)
+    assert all(after.get(e, 0) == before[e] for e in tail)  # every tail match is kept
+    assert (Path(storage.local_path(f"{layout.datacard_dir(SNAPSHOT)}/cumulative_matches.png")).read_bytes()[:8]
+            == b"\x89PNG\r\n\x1a\n")
+
+
+def test_data_card_metadata_is_shown(pipeline_run):
+    _, _, results, _ = pipeline_run
+    md = _metadata(results["snapshot"], "data_card")
+    assert "# Data card: SAMPLE-2024-10" in md["data_card"]
+    assert "data:image/png;base64," in md["data_card"]
+    assert md["funnel"]["curated_pairs"] <= md["funnel"]["matched_pairs"] <= md["funnel"]["pairs_in_pool"]
+
+
+def test_counts_are_uint64_and_cumulative_equals_single_snapshot(pipeline_run):
+    root, _, _, _ = pipeline_run
+    storage = Storage(root)
+    counts = storage.read_npy(layout.counts_key(SNAPSHOT))
+    assert counts.dtype == np.uint64
+    assert np.array_equal(counts, storage.read_npy(layout.counts_key(SNAPSHOT, cumulative=True)))
+
+
+def test_rematerializing_is_idempotent(pipeline_run):
+    root, _, results, instance = pipeline_run
+    storage = Storage(root)
+    before = storage.read_parquet(layout.balanced_key(SNAPSHOT)).sort("pair_id")
+    resources = {"curation_storage": CurationStorage(data_root=str(root))}
+    _materialize(instance, resources, "balanced_subset", SNAPSHOT,
+                 run_config={"ops": {"balanced_subset": {"config": {"t": T}}}})
+    after = storage.read_parquet(layout.balanced_key(SNAPSHOT)).sort("pair_id")
+    assert before.equals(after)
+    assert not list(Path(root).rglob(".tmp-*"))  # atomic writes leave no temp files behind
+
+
+def test_missing_shards_give_a_clear_error(tmp_path):
+    resources = {"curation_storage": CurationStorage(data_root=str(tmp_path))}
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(SNAPSHOT_PARTITIONS_NAME, ["CC-MAIN-2099-01"])
+        Storage(tmp_path).write_json(layout.METADATA_CURRENT, {"sha256": "0" * 64, "metadata_json": "m.json"})
+        Storage(tmp_path).write_json("m.json", ["dog"])
+        with pytest.raises(Exception, match="materialize crawl_pool and matched_pool"):
+            dg.materialize(curation_assets, selection="entry_counts", partition_key="CC-MAIN-2099-01",
+                           instance=instance, resources=resources)
