@@ -222,12 +222,13 @@ def data_card(context: dg.AssetExecutionContext, curation_storage: CurationStora
     matched_rows = len(storage.read_parquet(layout.merged_matched_key(snapshot), columns=["pair_id"]))
     curated_rows = len(storage.read_parquet(layout.balanced_key(snapshot), columns=["pair_id"]))
     card_after_total = sum(storage.read_json(f"{folder}/datacard.json").values())
+    written = storage.read_json(f"{folder}/summary.json")["funnel"]
     check = dg.AssetCheckResult(
         check_name="totals_match_parquet",
-        passed=funnel["matched_pairs"] == matched_rows and funnel["curated_pairs"] == curated_rows
+        passed=written["matched_pairs"] == matched_rows and written["curated_pairs"] == curated_rows
         and card_after_total == len(curated_ids),
-        metadata={"card_matched": funnel["matched_pairs"], "parquet_matched": matched_rows,
-                  "card_curated": funnel["curated_pairs"], "parquet_curated": curated_rows,
+        metadata={"card_matched": written["matched_pairs"], "parquet_matched": matched_rows,
+                  "card_curated": written["curated_pairs"], "parquet_curated": curated_rows,
                   "card_entry_total": card_after_total, "parquet_entry_total": len(curated_ids)},
     )
     inline_plot = f"data:image/png;base64,{base64.b64encode(png).decode()}"

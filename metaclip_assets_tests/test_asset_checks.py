@@ -1,0 +1,123 @@
+"""Each asset check must be able to fail: broken inputs or broken stage logic turn it red."""
+
+from __future__ import annotations
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from metaclip_assets.curation import stages
+from metaclip_assets.curation.sample import make_sample_snapshot
+from metaclip_assets.definitions import curation_assets
+from metaclip_assets.defs import snapshot_assets
+from metaclip_assets.defs.partitions import SNAPSHOT_PARTITIONS_NAME, shard_partitions
+from metaclip_assets.defs.resources import CurationStorage
+
+SNAPSHOT = "SAMPLE-2024-18"
+METADATA_ONLY_WORDNET = {"ops": {"metadata_entries": {"config": {"wiki_dump_globs": [], "pageview_globs": []}}}}
+BALANCE = {"ops": {"balanced_subset": {"config": {"t": 10}}}}
+
+
+def _run(instance, resources, selection, partition_key=None, run_config=None):
+    return dg.materialize(curation_assets, selection=selection, partition_key=partition_key, instance=instance,
+                          resources=resources, run_config=run_config or {}, raise_on_error=False)
+
+
+def _checks(result) -> dict[str, bool]:
+    return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+
+
+@pytest.fixture(scope="module")
+def small_snapshot(tmp_path_factory):
+    root = tmp_path_factory.mktemp("checks")
+    make_sample_snapshot(root, SNAPSHOT, seed=3, n_wat_files=3, pages_per_file=16)
+    resources = {"curation_storage": CurationStorage(data_root=str(root))}
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(SNAPSHOT_PARTITIONS_NAME, [SNAPSHOT])
+        assert _run(instance, resources, ["metadata_entries"], run_config=METADATA_ONLY_WORDNET).success
+        shard_checks = {}
+        for shard in shard_partitions.get_partition_keys():
+            result = _run(instance, resources, ["crawl_pool", "matched_pool"],
+                          dg.MultiPartitionKey({"snapshot": SNAPSHOT, "shard": shard}))
+            shard_checks[shard] = result.get_asset_check_evaluations()
+        yield root, resources, instance, shard_checks
+
+
+def test_shard_without_files_is_flagged_not_silently_passed(small_snapshot):
+    root, _, _, shard_checks = small_snapshot
+    files = sorted(p.name for p in (root / "crawl" / SNAPSHOT).iterdir())
+    assert len(files) == 4  # 3 WAT + 1 WARC over 4 shards: the fixture relies on at least one empty shard
+    evaluations = [e for evs in shard_checks.values() for e in evs]
+    empty = [e for e in evaluations if not e.passed]
+    assert empty, "a shard with no crawl files must fail shard_not_empty"
+    assert all(e.severity == dg.AssetCheckSeverity.WARN for e in empty)
+    assert any(e.passed for e in evaluations)
+
+
+def test_shard_with_only_garbage_fails_with_error(tmp_path):
+    crawl = tmp_path / "crawl" / "CC-MAIN-2099-02"
+    crawl.mkdir(parents=True)
+    for i in range(8):  # enough names that every shard gets a file
+        (crawl / f"garbage-{i}.warc.wat.gz").write_bytes(b"this is not gzip at all" * 10)
+    resources = {"curation_storage": CurationStorage(data_root=str(tmp_path))}
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(SNAPSHOT_PARTITIONS_NAME, ["CC-MAIN-2099-02"])
+        result = _run(instance, resources, ["crawl_pool"], dg.MultiPartitionKey(
+            {"snapshot": "CC-MAIN-2099-02", "shard": "000"}))
+        # Bad files never crash the reader: the pool is written and its bad records counted...
+        mat = result.asset_materializations_for_node("crawl_pool")[0]
+        assert mat.metadata["bad_records_total"].value >= 1
+        # ...but an all-bad shard is not silent: the blocking check fails the step, so nothing downstream runs.
+        (evaluation,) = result.get_asset_check_evaluations()
+        assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR
+        assert not result.success
+
+
+def test_snapshot_checks_pass_on_honest_stages(small_snapshot):
+    _, resources, instance, _ = small_snapshot
+    result = _run(instance, resources, ["entry_counts", "balanced_subset", "data_card"], SNAPSHOT, BALANCE)
+    assert result.success
+    assert _checks(result) == {"counts_sum_to_matches": True, "curated_subset_of_matched": True,
+                               "totals_match_parquet": True}
+
+
+def test_counts_check_fails_when_counts_are_wrong(small_snapshot, monkeypatch):
+    _, resources, instance, _ = small_snapshot
+
+    def off_by_one(matched, n):
+        counts = stages.count_entries(matched, n)
+        counts[0] += 1
+        return counts
+
+    monkeypatch.setattr(snapshot_assets, "count_entries", off_by_one)
+    result = _run(instance, resources, ["entry_counts"], SNAPSHOT)
+    assert _checks(result) == {"counts_sum_to_matches": False}
+
+
+def test_subset_check_fails_when_balancing_invents_a_pair(small_snapshot, monkeypatch):
+    _, resources, instance, _ = small_snapshot
+    assert _run(instance, resources, ["entry_counts"], SNAPSHOT).success
+
+    def inventive(matched, counts, *, t, seed):
+        curated, keep, stats = stages.balance(matched, counts, t=t, seed=seed)
+        fake = curated.head(1).with_columns(pl.lit("http://example.invalid/x.jpg").alias("url"))
+        return pl.concat([curated, fake]), keep, stats
+
+    monkeypatch.setattr(snapshot_assets, "balance", inventive)
+    result = _run(instance, resources, ["balanced_subset"], SNAPSHOT, BALANCE)
+    assert _checks(result) == {"curated_subset_of_matched": False}
+
+
+def test_datacard_check_fails_when_totals_disagree(small_snapshot, monkeypatch):
+    _, resources, instance, _ = small_snapshot
+    assert _run(instance, resources, ["entry_counts", "balanced_subset"], SNAPSHOT, BALANCE).success
+    real_build = snapshot_assets.build_datacard
+
+    def miscounting(**kwargs):
+        kwargs["funnel"] = {**kwargs["funnel"], "curated_pairs": kwargs["funnel"]["curated_pairs"] + 1}
+        return real_build(**kwargs)
+
+    monkeypatch.setattr(snapshot_assets, "build_datacard", miscounting)
+    # The check compares the funnel the written card reports with the parquet files' row counts.
+    result = _run(instance, resources, ["data_card"], SNAPSHOT)
+    assert _checks(result) == {"totals_match_parquet": False}
