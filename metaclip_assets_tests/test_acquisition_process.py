@@ -1,0 +1,143 @@
+"""Decode / convert / resize / re-encode: img2dataset geometry, every Pillow mode to RGB, bombs and corrupt bytes."""
+from __future__ import annotations
+
+import hashlib
+import io
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from metaclip_assets.acquisition.process import ImageRejected, ProcessConfig, process_image
+from metaclip_assets_tests import _acquisition_support as sup
+
+
+def encode(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def decoded(jpeg: bytes) -> Image.Image:
+    img = Image.open(io.BytesIO(jpeg))
+    assert img.format == "JPEG" and img.mode == "RGB"
+    return img
+
+
+def rejected(data: bytes, cfg: ProcessConfig = ProcessConfig(image_size=32)) -> str:
+    with pytest.raises(ImageRejected) as e:
+        process_image(data, cfg)
+    return e.value.reason
+
+
+@pytest.mark.parametrize("mode,size,expected", [
+    ("no", (300, 200), (300, 200)),
+    ("keep_ratio", (300, 200), (96, 64)),  # smallest side -> 64
+    ("keep_ratio", (200, 300), (64, 96)),
+    ("center_crop", (300, 200), (64, 64)),
+    ("border", (300, 200), (64, 64)),
+    ("keep_ratio", (40, 20), (128, 64)),  # small images are upscaled, as img2dataset does
+])
+def test_resize_geometry(mode, size, expected):
+    data = encode(Image.new("RGB", size, (10, 200, 30)), "JPEG")
+    out = process_image(data, ProcessConfig(image_size=64, resize_mode=mode))
+    assert (out.width, out.height) == expected == decoded(out.jpeg).size
+    assert (out.original_width, out.original_height, out.original_format) == (*size, "JPEG")
+    assert out.sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_border_pads_white_and_center_crop_keeps_the_middle():
+    arr = np.zeros((200, 300, 3), np.uint8)
+    arr[:, :100] = (255, 0, 0)  # left third red, middle black, right third blue
+    arr[:, 200:] = (0, 0, 255)
+    data = encode(Image.fromarray(arr))
+    border = np.asarray(decoded(process_image(data, ProcessConfig(64, "border")).jpeg)).astype(int)
+    assert border[0].mean() > 245 and border[-1].mean() > 245  # 300x200 -> 64x43 + white bars top/bottom
+    assert border[32, 5, 0] > 200 and border[32, 60, 2] > 200  # red left, blue right survive
+    crop = np.asarray(decoded(process_image(data, ProcessConfig(64, "center_crop")).jpeg)).astype(int)
+    assert crop[:, 16:48].mean() < 30  # the middle third is black
+
+
+def test_large_jpeg_decoded_with_draft_keeps_original_size():
+    arr = np.random.default_rng(0).integers(0, 255, (1500, 2000, 3), dtype=np.uint8)
+    data = encode(Image.fromarray(arr), "JPEG", quality=80)
+    out = process_image(data, ProcessConfig(64, "center_crop", jpeg_quality=90))
+    assert (out.original_width, out.original_height, out.width, out.height) == (2000, 1500, 64, 64)
+
+
+def test_exif_orientation_applied():
+    img = Image.new("RGB", (300, 200), (0, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 CW on display
+    out = process_image(encode(img, "JPEG", exif=exif), ProcessConfig(64, "keep_ratio"))
+    assert (out.original_width, out.original_height, out.width, out.height) == (200, 300, 64, 96)
+
+
+def test_modes_to_rgb():
+    cfg = ProcessConfig(16, "no")
+    # palette with a transparent index -> white where transparent
+    p = Image.new("P", (8, 8), 0)
+    p.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    p.putpixel((0, 0), 1)
+    p.info["transparency"] = 0
+    px = decoded(process_image(encode(p), cfg).jpeg).convert("RGB")
+    assert px.getpixel((7, 7))[0] > 240 and px.getpixel((7, 7))[1] > 240  # transparent -> white
+    # RGBA fully transparent -> white; LA half grey opaque stays grey
+    assert min(decoded(process_image(encode(Image.new("RGBA", (8, 8), (0, 0, 0, 0))), cfg).jpeg).getpixel((4, 4))) > 245
+    la = decoded(process_image(encode(Image.new("LA", (8, 8), (128, 255))), cfg).jpeg)
+    assert abs(la.getpixel((4, 4))[0] - 128) < 4
+    # CMYK JPEG (pure cyan) -> RGB with low red
+    cyan = decoded(process_image(encode(Image.new("CMYK", (8, 8), (255, 0, 0, 0)), "JPEG"), cfg).jpeg).getpixel((4, 4))
+    assert cyan[0] < 40 and cyan[1] > 200 and cyan[2] > 200
+    # 16-bit grey PNG: scaled, not clipped to white
+    g16 = Image.fromarray(np.full((8, 8), 32768, np.uint16))
+    assert g16.mode.startswith("I")
+    assert abs(decoded(process_image(encode(g16), cfg).jpeg).getpixel((4, 4))[0] - 128) < 4
+    # 1-bit and greyscale
+    assert decoded(process_image(encode(Image.new("1", (8, 8), 1)), cfg).jpeg).getpixel((4, 4))[0] > 245
+    assert decoded(process_image(encode(Image.new("L", (8, 8), 60)), cfg).jpeg).getpixel((4, 4))[0] < 70
+
+
+def test_animated_gif_uses_first_frame():
+    frames = [Image.new("P", (16, 16), i) for i in range(3)]
+    for f in frames:
+        f.putpalette([0, 0, 0, 255, 255, 255, 255, 0, 0] + [0] * 759)
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:])
+    out = process_image(buf.getvalue(), ProcessConfig(16, "no"))
+    assert decoded(out.jpeg).getpixel((8, 8))[0] < 20 and out.original_format == "GIF"
+
+
+def test_jpeg_quality_changes_size():
+    data = sup.made_jpeg(3, (256, 256))
+    small = process_image(data, ProcessConfig(128, "center_crop", jpeg_quality=30)).jpeg
+    large = process_image(data, ProcessConfig(128, "center_crop", jpeg_quality=95)).jpeg
+    assert len(small) < len(large)
+
+
+def test_decompression_bombs_refused_fast():
+    t0 = time.perf_counter()
+    assert rejected(sup.png_bomb(100_000, 100_000)) == "decompression_bomb"  # > 2x Pillow's limit: Pillow raises
+    assert rejected(sup.png_bomb(12_000, 12_000)) == "decompression_bomb"  # between 1x and 2x: our check
+    big = encode(Image.new("RGB", (1000, 1000)), "JPEG")
+    assert rejected(big, ProcessConfig(32, max_pixels=500_000)) == "decompression_bomb"
+    assert time.perf_counter() - t0 < 3.0  # generous: decoding these for real would take minutes or 30 GB
+
+
+def test_corrupt_truncated_and_empty():
+    jpeg = sup.made_jpeg(5, (200, 150))
+    assert rejected(b"\xff\xd8\xff\xe0 this is not a jpeg at all" * 10) == "decode_error"
+    assert rejected(jpeg[: len(jpeg) // 2]) == "decode_error"  # truncated scan data
+    assert rejected(b"GIF89a" + b"\x00" * 5) == "decode_error"
+    assert rejected(b"<svg xmlns='http://www.w3.org/2000/svg'/>") == "decode_error"
+    assert rejected(b"") == "empty_body"
+    assert rejected(jpeg, ProcessConfig(32, min_image_size=300)) == "image_too_small"
+
+
+def test_config_validation_and_fingerprint():
+    with pytest.raises(ValueError):
+        ProcessConfig(resize_mode="stretch")
+    with pytest.raises(ValueError):
+        ProcessConfig(jpeg_quality=0)
+    assert ProcessConfig(64).fingerprint() != ProcessConfig(64, jpeg_quality=80).fingerprint()
