@@ -115,8 +115,7 @@ def read_snapshot(root: Path, m: S.SampleManifest):
                     continue
                 ctype = rec.http_headers.get_header("Content-Type")
                 if not ctype.startswith("text/html"):
-                    skips["not_html"] += 1
-                    continue
+                    continue  # not HTML: counted by readers, but not a bad record
                 charset = re.search(r"charset=([\w-]+)", ctype).group(1)
                 tree = HTMLParser(rec.content_stream().read().decode(charset))
                 base_tag = tree.css_first("base")

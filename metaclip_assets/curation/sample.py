@@ -914,6 +914,8 @@ class _Builder:
         readable = wat_pages - (self.ppf - cut_page) - n_bad
         skips: dict[str, int] = {}
         for p in self.planted:
+            if p["reason"] == "not_html":  # a PDF capture is not a broken record: readers count it, not skip it
+                continue
             skips[p["reason"]] = skips.get(p["reason"], 0) + 1
         written = [p for d in (self.crawl_dir, root / "images" / self.snapshot, root / "eval" / self.snapshot,
                                root / "wikipedia") for p in sorted(d.rglob("*")) if p.is_file()]
