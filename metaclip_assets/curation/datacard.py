@@ -27,6 +27,7 @@ class DataCard:
     count_mode: str
     funnel: dict[str, int | float]
     bad_records: dict[str, int]
+    other_skipped: dict[str, int]  # not errors: non-HTML captures, image links without text, data: URIs
     entries_total: int
     entries_matched: int
     entries_curated: int
@@ -60,6 +61,7 @@ def build_datacard(
     count_mode: str,
     funnel: dict[str, int | float],
     bad_records: dict[str, int],
+    other_skipped: dict[str, int] | None = None,
 ) -> DataCard:
     """``balance_counts`` are the counts balancing used (per snapshot, or cumulative over snapshots)."""
     if not (len(entries) == len(counts_before) == len(counts_after) == len(balance_counts)):
@@ -85,6 +87,7 @@ def build_datacard(
         count_mode=count_mode,
         funnel=funnel,
         bad_records=dict(sorted(bad_records.items())),
+        other_skipped=dict(sorted((other_skipped or {}).items())),
         entries_total=len(entries),
         entries_matched=int((before > 0).sum()),
         entries_curated=int((after > 0).sum()),
@@ -120,6 +123,9 @@ def datacard_markdown(card: DataCard, plot_uri: str | None = None) -> str:
         f"after {card.tail_share_after:.1%}.\n",
         "## Funnel\n", _md_table(funnel_rows),
         "## Bad records (skipped, by reason)\n", _md_table(bad) if bad else "_none_\n",
+        "## Skipped but not errors\n",
+        _md_table([{"what": k, "count": v} for k, v in card.other_skipped.items()]) if card.other_skipped
+        else "_none_\n",
         f"## Head: the {HEAD_ROWS} most frequent entries\n", _md_table(card.head_table),
         f"## Tail: the {HEAD_ROWS} rarest matched entries\n", _md_table(card.tail_table),
     ]

@@ -49,7 +49,7 @@ def crawl_pool(context: dg.AssetExecutionContext, curation_storage: CurationStor
     with curation_storage.local_files(crawl, [f"{snapshot}/{n}" for n in names]) as paths:
         pool, stats = build_pool(list(zip(paths, names)), snapshot=snapshot, progress=progress)
     uri = storage.write_parquet(layout.pool_key(snapshot, shard, NUM_SHARDS), pool)
-    stats_dict = {**stats.as_dict(), "files": names}
+    stats_dict = {**stats.as_dict(), "file_names": names}
     storage.write_json(layout.pool_stats_key(snapshot, shard, NUM_SHARDS), stats_dict, indent=2)
     context.log.info(f"pool: {len(pool):,} pairs, stats {stats_dict}")
 

@@ -192,13 +192,16 @@ def data_card(context: dg.AssetExecutionContext, curation_storage: CurationStora
     pool_stats = [storage.read_json(k) for k in _shard_files(storage, snapshot, layout.pool_stats_key)]
     match_stats = [storage.read_json(k) for k in _shard_files(storage, snapshot, layout.matched_stats_key)]
     bad: Counter[str] = Counter()
+    benign: Counter[str] = Counter()  # not errors: non-HTML captures, links without text, data: URIs
     for s in pool_stats:
         bad.update(s["skips"])
+        benign.update(s["counts"])
     funnel = {
-        "crawl_files": sum(len(s["files"]) for s in pool_stats),
+        "crawl_files": sum(s["files"] for s in pool_stats),
         "records_read": sum(s["records_read"] for s in pool_stats),
         "bad_records": sum(bad.values()),
-        "pairs_extracted": sum(s["pairs"] for s in pool_stats),
+        "image_links": sum(s["images_seen"] for s in pool_stats),
+        "pairs_extracted": sum(s["pairs"] + s["duplicates_dropped"] for s in pool_stats),
         "pairs_in_pool": sum(s["pairs_in"] for s in match_stats),
         "matched_pairs_per_shard": sum(s["matched"] for s in match_stats),
         "matched_pairs": counts_summary["matched_pairs"],
@@ -208,7 +211,7 @@ def data_card(context: dg.AssetExecutionContext, curation_storage: CurationStora
     card = build_datacard(
         snapshot=snapshot, entries=entries, metadata_sha256=sha, counts_before=counts_before,
         counts_after=counts_after, balance_counts=balance_counts, t=summary["t"], seed=summary["seed"],
-        count_mode=summary["count_mode"], funnel=funnel, bad_records=dict(bad),
+        count_mode=summary["count_mode"], funnel=funnel, bad_records=dict(bad), other_skipped=dict(benign),
     )
     folder = layout.datacard_dir(snapshot)
     png = cumulative_plot_png(counts_before, counts_after, summary["t"], f"{snapshot}: cumulative matches")
@@ -241,6 +244,7 @@ def data_card(context: dg.AssetExecutionContext, curation_storage: CurationStora
                 records=[dg.TableRecord(r) for r in card.head_table], schema=table_schema),
             "funnel": dg.MetadataValue.json(funnel),
             "bad_records": dg.MetadataValue.json(dict(bad)),
+            "other_skipped": dg.MetadataValue.json(dict(benign)),
             "t": summary["t"],
             "tail_share_before": dg.MetadataValue.float(round(card.tail_share_before, 4)),
             "tail_share_after": dg.MetadataValue.float(round(card.tail_share_after, 4)),
