@@ -50,6 +50,8 @@ class TrainingLauncher(dg.ConfigurableResource):
     shm_size: str = "16Gi"
     env_from_secrets: list[str] = Field(default=[], description="Secrets exposed as env (MLflow, object store)")
     run_as_user: int = 1000
+    termination_grace_period_s: int = Field(default=300, description="time to finish the step and write a "
+                                            "checkpoint after SIGTERM (eviction, preemption)")
     pod_labels: dict[str, str] = Field(default={"app.kubernetes.io/name": "metaclip-train"})
     load_incluster_config: bool | None = None
     kubeconfig_file: str | None = None
@@ -59,7 +61,9 @@ class TrainingLauncher(dg.ConfigurableResource):
     def training_data_root(self, curation_data_root: str) -> str:
         if self.data_root:
             return self.data_root
-        return self.data_mount_path if self.mode == "k8s" else os.path.abspath(curation_data_root)
+        if self.mode == "k8s":
+            return self.data_mount_path
+        return curation_data_root if "://" in curation_data_root else os.path.abspath(curation_data_root)
 
     def pod_spec(self) -> dict[str, Any]:
         """The base pod spec PipesK8sClient completes (name, env, command): GPU limits, scheduling, non-root."""
@@ -89,6 +93,7 @@ class TrainingLauncher(dg.ConfigurableResource):
         spec: dict[str, Any] = {
             "serviceAccountName": self.service_account,
             "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": self.termination_grace_period_s,
             "securityContext": {"runAsNonRoot": True, "runAsUser": self.run_as_user, "runAsGroup": self.run_as_user,
                                 "fsGroup": self.run_as_user, "seccompProfile": {"type": "RuntimeDefault"}},
             "containers": [container],

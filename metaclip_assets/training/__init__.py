@@ -1,0 +1,7 @@
+"""CLIP training on curated webdataset shards: open_clip + OpenAI's recipe, resumable, continual (TiC-CLIP),
+tracked in MLflow. Plain Python (no Dagster); `python -m metaclip_assets.training` is the entry point that the
+`clip_checkpoint` asset launches through Dagster Pipes."""
+
+from metaclip_assets.training.config import STRATEGIES, TrainConfig, lr_at
+
+__all__ = ["STRATEGIES", "TrainConfig", "lr_at"]

@@ -1,0 +1,94 @@
+"""Entry point: `python -m metaclip_assets.training --config cfg.json [--set key=value ...]`.
+
+Launched by Dagster Pipes (the `clip_checkpoint` asset, as a subprocess or a Kubernetes pod) it reads its config
+from the Pipes extra `train_config`, streams progress to the run log and reports the materialization and the
+`loss_finite` check back. Launched by hand it runs standalone and prints the result as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
+
+from metaclip_assets.training.config import TrainConfig
+
+
+def _parse_value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text  # bare strings need no quotes: --set model=ViT-B-32-quickgelu
+
+
+def build_config(args: argparse.Namespace, extra: dict | None = None, partition_key: str | None = None) -> TrainConfig:
+    data: dict = {}
+    if args.config:
+        text = args.config if args.config.lstrip().startswith("{") else Path(args.config).read_text()
+        data.update(json.loads(text))
+    data.update(extra or {})
+    for item in args.set or []:
+        key, _, value = item.partition("=")
+        data[key] = _parse_value(value)
+    if partition_key and "snapshot" not in data:
+        data["snapshot"] = partition_key
+    return TrainConfig.from_dict(data)
+
+
+def materialization_metadata(result: dict) -> dict:
+    """Typed Pipes metadata, so the UI shows a link, a path and numbers rather than strings."""
+    md = {
+        "final_loss": {"raw_value": result["final_loss"], "type": "float"},
+        "first_loss": {"raw_value": result["first_loss"], "type": "float"},
+        "samples_seen": {"raw_value": result["samples_seen"], "type": "int"},
+        "steps": {"raw_value": result["steps"], "type": "int"},
+        "samples_per_s": {"raw_value": round(result["samples_per_s"], 2), "type": "float"},
+        "checkpoint_path": {"raw_value": result["checkpoint_path"], "type": "path"},
+        "device": {"raw_value": result["device"], "type": "text"},
+        "strategy": {"raw_value": result["strategy"], "type": "text"},
+        "t": {"raw_value": result["t"], "type": "int"},
+        "data": {"raw_value": result["data"], "type": "json"},
+        "loss_curve": {"raw_value": result["loss_curve"], "type": "json"},
+        "resumed_from_step": {"raw_value": result["resumed_from_step"], "type": "null"
+                              if result["resumed_from_step"] is None else "int"},
+        "warm_start_from": {"raw_value": result["warm_start_from"] or "none", "type": "text"},
+    }
+    if result["mlflow_run_id"]:
+        md["mlflow_run_id"] = {"raw_value": result["mlflow_run_id"], "type": "text"}
+        md["mlflow_run_url"] = {"raw_value": result["mlflow_run_url"], "type": "url"}
+    return md
+
+
+def main(argv: list[str] | None = None) -> int:
+    from metaclip_assets.training.loop import Trainer  # torch is imported after argument errors are reported
+
+    parser = argparse.ArgumentParser(prog="python -m metaclip_assets.training", description=__doc__)
+    parser.add_argument("--config", help="JSON file, or inline JSON, with TrainConfig fields")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one field (JSON value)")
+    args = parser.parse_args(argv)
+
+    if not PipesEnvVarParamsLoader().is_dagster_pipes_process():
+        result = Trainer(build_config(args), log=lambda m: print(m, flush=True)).run()
+        print(json.dumps({k: v for k, v in result.items() if k != "loss_curve"}, indent=2))
+        return 0
+
+    with open_dagster_pipes() as pipes:
+        cfg = build_config(args, pipes.get_extra("train_config") if "train_config" in pipes.extras else None,
+                           pipes.partition_key if pipes.is_partition_step else None)
+        try:
+            result = Trainer(cfg, log=pipes.log.info).run()
+        except FloatingPointError as exc:  # report the failed check before the step fails
+            pipes.report_asset_check("loss_finite", passed=False, metadata={"error": str(exc)})
+            raise
+        pipes.report_asset_materialization(metadata=materialization_metadata(result))
+        pipes.report_asset_check("loss_finite", passed=result["loss_finite"],
+                                 metadata={"final_loss": {"raw_value": result["final_loss"], "type": "float"},
+                                           "steps": {"raw_value": result["steps"], "type": "int"}})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""Training data: resampled webdataset shard streams, TiC-CLIP replay mixing, and the restricted replay buffer.
+
+Shards are sampled with replacement (open_clip's `--dataset-resampled`): the budget is counted in samples seen,
+not epochs, so the stream never ends and a resumed run just draws a fresh stream (seeded by the resume step).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import webdataset as wds
+
+IMAGE_EXTS = "jpg;jpeg;png;webp"
+BUFFER_DIR = "replay_buffer"
+
+
+def snapshot_shards(shard_root: str, snapshot: str) -> list[str]:
+    return sorted(glob.glob(os.path.join(shard_root, snapshot, "*.tar")))
+
+
+@dataclass
+class DataPlan:
+    """Which shards feed a training run, and with which weights."""
+
+    current: list[str]
+    replay: list[str] = field(default_factory=list)
+    replay_weight: float = 0.0  # probability that a sample comes from `replay`
+    replay_source: str = "none"  # none | earlier_shards | buffer
+    buffer_samples: int = 0
+    earlier_shard_counts: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        return {"current_shards": len(self.current), "replay_shards": len(self.replay),
+                "replay_weight": round(self.replay_weight, 4), "replay_source": self.replay_source,
+                "buffer_samples": self.buffer_samples, "earlier_shard_counts": self.earlier_shard_counts}
+
+
+def plan_data(cfg, log=print) -> DataPlan:
+    current = list(cfg.shard_urls) or (snapshot_shards(cfg.shard_root, cfg.snapshot) if cfg.shard_root else [])
+    if not current:
+        where = os.path.join(cfg.shard_root or "<shard_root unset>", cfg.snapshot, "*.tar")
+        raise FileNotFoundError(f"no training shards for snapshot {cfg.snapshot} ({where}): "
+                                "materialize webdataset_shards for it first")
+    plan = DataPlan(current=current)
+    if cfg.strategy == "sequential" or not cfg.earlier_snapshots:
+        return plan
+    earlier = {s: snapshot_shards(cfg.shard_root, s) if cfg.shard_root else [] for s in cfg.earlier_snapshots}
+    plan.earlier_shard_counts = {s: len(v) for s, v in earlier.items()}
+    for s, shards in earlier.items():
+        if not shards:
+            log(f"warning: no shards for earlier snapshot {s}; it is not replayed")
+    if cfg.strategy == "restricted":
+        buffer_dir = Path(cfg.output_dir) / BUFFER_DIR
+        plan.buffer_samples = build_replay_buffer(earlier, cfg.replay_buffer_samples, buffer_dir, cfg.seed)
+        plan.replay = sorted(str(p) for p in buffer_dir.glob("*.tar")) if plan.buffer_samples else []
+        plan.replay_source = "buffer"
+    else:  # cumulative and from_scratch: every earlier shard
+        plan.replay = [s for shards in earlier.values() for s in shards]
+        plan.replay_source = "earlier_shards"
+    if plan.replay:
+        # A set ratio upsamples the (smaller) side to it; None keeps the natural union's proportions.
+        plan.replay_weight = (cfg.replay_ratio if cfg.replay_ratio is not None
+                              else len(plan.replay) / (len(plan.replay) + len(current)))
+    return plan
+
+
+def build_replay_buffer(earlier: dict[str, list[str]], n_samples: int, out_dir: Path, seed: int) -> int:
+    """A fixed-size buffer (TiC-CLIP "restricted"): n_samples split evenly over the earlier snapshots, copied
+    raw (no re-encoding) from shards picked in a seeded random order. Built once; a resumed run reuses it."""
+    manifest = out_dir / "manifest.json"
+    if manifest.exists():
+        done = json.loads(manifest.read_text())
+        if done["requested"] == n_samples and done["sources"] == sorted(earlier):
+            return done["samples"]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sources = [s for s in earlier if earlier[s]]
+    quotas = {s: n_samples // len(sources) + (i < n_samples % len(sources)) for i, s in enumerate(sources)} \
+        if sources else {}
+    tmp = out_dir / f".buffer-000000.tar.tmp-{os.getpid()}"
+    written = 0
+    with wds.TarWriter(str(tmp)) as sink:
+        for snap in sources:
+            shards = list(earlier[snap])
+            random.Random(f"{seed}:{snap}").shuffle(shards)
+            taken = 0
+            for sample in wds.DataPipeline(wds.SimpleShardList(shards), wds.tarfile_to_samples()):
+                if taken >= quotas[snap]:
+                    break
+                sink.write({"__key__": f"{snap}/{sample['__key__']}".replace(".", "_"),
+                            **{k: v for k, v in sample.items() if not k.startswith("__")}})
+                taken += 1
+            written += taken
+    os.replace(tmp, out_dir / "buffer-000000.tar")
+    manifest.write_text(json.dumps({"requested": n_samples, "samples": written, "sources": sorted(earlier)}))
+    return written
+
+
+class _Mix(torch.utils.data.IterableDataset):
+    """Draw each sample from stream i with probability probs[i] (seeded per worker), forever."""
+
+    def __init__(self, streams, probs, seed: int):
+        super().__init__()
+        self.streams, self.probs, self.seed = streams, probs, seed
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        rng = random.Random(f"{self.seed}:{info.id if info else 0}")
+        iters = [iter(s) for s in self.streams]
+        while True:
+            i = rng.choices(range(len(iters)), weights=self.probs)[0] if len(iters) > 1 else 0
+            yield next(iters[i])
+
+
+def _stream(urls: list[str], seed: int, preprocess, shuffle_buffer: int):
+    return wds.DataPipeline(
+        wds.ResampledShards(urls, seed=seed, deterministic=True),
+        wds.tarfile_to_samples(handler=wds.warn_and_continue),
+        wds.shuffle(shuffle_buffer, initial=min(100, shuffle_buffer), seed=seed),
+        wds.decode("pilrgb", handler=wds.warn_and_continue),
+        wds.to_tuple(IMAGE_EXTS, "txt", handler=wds.warn_and_continue),
+        wds.map_tuple(preprocess, lambda text: text),
+    )
+
+
+def batches(plan: DataPlan, preprocess, tokenizer, batch_size: int, seed: int, shuffle_buffer: int = 1000,
+            workers: int = 0):
+    """Endless iterator of (images [B,3,H,W], tokens [B,ctx]); texts are tokenized per batch, in one call."""
+    streams = [_stream(plan.current, seed, preprocess, shuffle_buffer)]
+    probs = [1.0]
+    if plan.replay and plan.replay_weight > 0:
+        streams.append(_stream(plan.replay, seed + 7919, preprocess, shuffle_buffer))
+        probs = [1.0 - plan.replay_weight, plan.replay_weight]
+
+    def collate(samples):
+        images, texts = zip(*samples)
+        return torch.stack(images), tokenizer(list(texts))
+
+    pipeline = wds.DataPipeline(_Mix(streams, probs, seed), wds.batched(batch_size, collation_fn=collate,
+                                                                        partial=False))
+    if workers <= 0:
+        return iter(pipeline)
+    return iter(wds.WebLoader(pipeline, batch_size=None, num_workers=workers, persistent_workers=True,
+                              prefetch_factor=4))
