@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import dagster as dg
 
+from metaclip_assets.defs.acquisition_assets import ImageSourceResource, acquisition_report, webdataset_shards
 from metaclip_assets.defs.metadata_asset import metadata_entries
 from metaclip_assets.defs.pool_assets import crawl_pool, matched_pool
 from metaclip_assets.defs.resources import CurationStorage
 from metaclip_assets.defs.snapshot_assets import balanced_subset, data_card, entry_counts
 
 curation_assets = [metadata_entries, crawl_pool, matched_pool, entry_counts, balanced_subset, data_card]
+acquisition_assets = [webdataset_shards, acquisition_report]
+all_assets = [*curation_assets, *acquisition_assets]
 
 defs = dg.Definitions(
-    assets=curation_assets,
-    resources={"curation_storage": CurationStorage()},
+    assets=all_assets,
+    resources={"curation_storage": CurationStorage(), "image_source": ImageSourceResource()},
 )

@@ -24,6 +24,21 @@ done
 # t = 20,000 would keep everything in a sample this small; t = 30 shows the head being cut.
 dagster asset materialize $M --select entry_counts,balanced_subset,data_card --partition "$SNAPSHOT" \
   --config-json '{"ops": {"balanced_subset": {"config": {"t": 30}}}}'
+# Image acquisition, offline: the sample's image bytes are replayed from its WARC (images/<snapshot>/*.warc.gz);
+# its images are 64x64, so they are written at 64 px (224 is the default for real crawls).
+for shard in $(python -c 'from metaclip_assets.defs.partitions import shard_partitions as p; print(*p.get_partition_keys())'); do
+  dagster asset materialize $M --select webdataset_shards --partition "$shard|$SNAPSHOT" --config-json '{
+    "ops": {"webdataset_shards": {"config": {"image_size": 64, "samples_per_shard": 256}}},
+    "resources": {"image_source": {"config": {"kind": "warc"}}}}'
+done
+dagster asset materialize $M --select acquisition_report --partition "$SNAPSHOT"
 echo
-echo "Done. Data card: $METACLIP_DATA_ROOT/datacard/$SNAPSHOT/datacard.md"
+python - "$METACLIP_DATA_ROOT/datacard/$SNAPSHOT/acquisition.json" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+print(f"Acquisition: {s['ok']:,} of {s['rows']:,} curated pairs in {s['tars']} webdataset shards "
+      f"(success rate {s['success_rate']:.1%}); reasons {s['reasons']}")
+PY
+echo "Done. Data card: $METACLIP_DATA_ROOT/datacard/$SNAPSHOT/datacard.md (image acquisition: acquisition.md)"
+echo "Shards: $METACLIP_DATA_ROOT/shards/$SNAPSHOT/"
 echo "UI: DAGSTER_HOME=$DAGSTER_HOME METACLIP_DATA_ROOT=$METACLIP_DATA_ROOT .venv/bin/dagster dev -w workspace.yaml"
