@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import dagster as dg
 
 from metaclip_assets.defs.acquisition_assets import ImageSourceResource, acquisition_report, webdataset_shards
@@ -9,12 +11,19 @@ from metaclip_assets.defs.metadata_asset import metadata_entries
 from metaclip_assets.defs.pool_assets import crawl_pool, matched_pool
 from metaclip_assets.defs.resources import CurationStorage
 from metaclip_assets.defs.snapshot_assets import balanced_subset, data_card, entry_counts
+from metaclip_assets.defs.training_assets import TrainingLauncher, clip_checkpoint
 
 curation_assets = [metadata_entries, crawl_pool, matched_pool, entry_counts, balanced_subset, data_card]
 acquisition_assets = [webdataset_shards, acquisition_report]
-all_assets = [*curation_assets, *acquisition_assets]
+training_assets = [clip_checkpoint]
+all_assets = [*curation_assets, *acquisition_assets, *training_assets]
 
 defs = dg.Definitions(
     assets=all_assets,
-    resources={"curation_storage": CurationStorage(), "image_source": ImageSourceResource()},
+    resources={
+        "curation_storage": CurationStorage(),
+        "image_source": ImageSourceResource(),
+        # local subprocess by default; METACLIP_TRAINING_MODE=k8s submits GPU pods via PipesK8sClient
+        "training_launcher": TrainingLauncher(mode=os.environ.get("METACLIP_TRAINING_MODE", "local")),
+    },
 )

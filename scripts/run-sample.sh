@@ -32,6 +32,8 @@ for shard in $(python -c 'from metaclip_assets.defs.partitions import shard_part
     "resources": {"image_source": {"config": {"kind": "warc"}}}}'
 done
 dagster asset materialize $M --select acquisition_report --partition "$SNAPSHOT"
+# Train the tiny open_clip config on the sample's shards (CPU, Pipes subprocess), tracked in MLflow under data/mlflow.
+dagster asset materialize $M --select clip_checkpoint --partition "$SNAPSHOT"
 echo
 python - "$METACLIP_DATA_ROOT/datacard/$SNAPSHOT/acquisition.json" <<'PY'
 import json, sys
