@@ -7,6 +7,7 @@ import os
 import dagster as dg
 
 from metaclip_assets.defs.acquisition_assets import ImageSourceResource, acquisition_report, webdataset_shards
+from metaclip_assets.defs.eval_assets import eval_metrics
 from metaclip_assets.defs.metadata_asset import metadata_entries
 from metaclip_assets.defs.pool_assets import crawl_pool, matched_pool
 from metaclip_assets.defs.resources import CurationStorage
@@ -16,7 +17,8 @@ from metaclip_assets.defs.training_assets import TrainingLauncher, clip_checkpoi
 curation_assets = [metadata_entries, crawl_pool, matched_pool, entry_counts, balanced_subset, data_card]
 acquisition_assets = [webdataset_shards, acquisition_report]
 training_assets = [clip_checkpoint]
-all_assets = [*curation_assets, *acquisition_assets, *training_assets]
+eval_assets = [eval_metrics]
+all_assets = [*curation_assets, *acquisition_assets, *training_assets, *eval_assets]
 
 defs = dg.Definitions(
     assets=all_assets,

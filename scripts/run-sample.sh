@@ -34,6 +34,8 @@ done
 dagster asset materialize $M --select acquisition_report --partition "$SNAPSHOT"
 # Train the tiny open_clip config on the sample's shards (CPU, Pipes subprocess), tracked in MLflow under data/mlflow.
 dagster asset materialize $M --select clip_checkpoint --partition "$SNAPSHOT"
+# Evaluate it on the sample's held-out split (data/eval/<snapshot>/): zero-shot, TiC-CLIP matrix, MLflow.
+dagster asset materialize $M --select eval_metrics --partition "$SNAPSHOT"
 echo
 python - "$METACLIP_DATA_ROOT/datacard/$SNAPSHOT/acquisition.json" <<'PY'
 import json, sys
@@ -43,4 +45,12 @@ print(f"Acquisition: {s['ok']:,} of {s['rows']:,} curated pairs in {s['tars']} w
 PY
 echo "Done. Data card: $METACLIP_DATA_ROOT/datacard/$SNAPSHOT/datacard.md (image acquisition: acquisition.md)"
 echo "Shards: $METACLIP_DATA_ROOT/shards/$SNAPSHOT/"
+python - "$METACLIP_DATA_ROOT/evaluation/metaclip/tiny-clip/$SNAPSHOT/metrics.json" <<'PY'
+import json, sys
+z = json.load(open(sys.argv[1]))["zeroshot"]["heldout"]
+print(f"Eval (held-out split, {int(z['n_classes'])} classes, {int(z['n_samples'])} images): top-1 {z['top1']:.3f} "
+      f"(chance {z['chance_top1']:.2f}), top-5 {z['top5']:.3f}, mean per-class recall {z['mean_per_class_recall']:.3f}")
+PY
+echo "Eval report: $METACLIP_DATA_ROOT/evaluation/metaclip/tiny-clip/$SNAPSHOT/report.md"
+echo "MLflow UI: .venv/bin/mlflow ui --backend-store-uri sqlite:///$METACLIP_DATA_ROOT/mlflow/mlflow.db"
 echo "UI: DAGSTER_HOME=$DAGSTER_HOME METACLIP_DATA_ROOT=$METACLIP_DATA_ROOT .venv/bin/dagster dev -w workspace.yaml"

@@ -65,10 +65,11 @@ class TrainingLauncher(dg.ConfigurableResource):
             return self.data_mount_path
         return curation_data_root if "://" in curation_data_root else os.path.abspath(curation_data_root)
 
-    def pod_spec(self) -> dict[str, Any]:
-        """The base pod spec PipesK8sClient completes (name, env, command): GPU limits, scheduling, non-root."""
+    def pod_spec(self, gpu: bool = True, container_name: str = "trainer") -> dict[str, Any]:
+        """The base pod spec PipesK8sClient completes (name, env, command): GPU limits, scheduling, non-root.
+        Without `gpu` the GPU limit, GPU node selector and GPU tolerations are left out (CPU work, e.g. eval)."""
         limits = {"cpu": self.cpu_limit, "memory": self.memory_limit}
-        if self.gpu_count > 0:
+        if gpu and self.gpu_count > 0:
             limits["nvidia.com/gpu"] = str(self.gpu_count)
         mounts = [{"name": "dshm", "mountPath": "/dev/shm"}, {"name": "tmp", "mountPath": "/tmp"}]
         volumes: list[dict[str, Any]] = [
@@ -80,7 +81,7 @@ class TrainingLauncher(dg.ConfigurableResource):
             mounts.append({"name": "data", "mountPath": self.data_mount_path})
             volumes.append({"name": "data", "persistentVolumeClaim": {"claimName": self.pvc_claim_name}})
         container: dict[str, Any] = {
-            "name": "trainer",
+            "name": container_name,
             "image": self.image,
             "imagePullPolicy": self.image_pull_policy,
             "resources": {"requests": {"cpu": self.cpu_request, "memory": self.memory_request}, "limits": limits},
@@ -99,18 +100,25 @@ class TrainingLauncher(dg.ConfigurableResource):
             "containers": [container],
             "volumes": volumes,
         }
-        if self.node_selector:
-            spec["nodeSelector"] = dict(self.node_selector)
-        if self.tolerations:
-            spec["tolerations"] = [dict(t) for t in self.tolerations]
+        def keep(key: str) -> bool:
+            return gpu or not key.startswith("nvidia.com/")
+
+        node_selector = {k: v for k, v in self.node_selector.items() if keep(k)}
+        tolerations = [dict(t) for t in self.tolerations if keep(t.get("key", ""))]
+        if node_selector:
+            spec["nodeSelector"] = node_selector
+        if tolerations:
+            spec["tolerations"] = tolerations
         return spec
 
-    def launch(self, context: dg.AssetExecutionContext, extras: dict[str, Any]) -> dg.PipesClientCompletedInvocation:
+    def launch(self, context: dg.AssetExecutionContext, extras: dict[str, Any], module: str = TRAIN_MODULE,
+               gpu: bool = True, component: str = "training") -> dg.PipesClientCompletedInvocation:
+        """Run `python -m <module>` under Pipes, locally or as a pod; evaluation reuses this with its module."""
         # Unbuffered, so progress lines and Pipes messages reach the run log as they happen; HOME on the
         # writable /tmp because the pod's root filesystem is read-only.
         env = {"PYTHONUNBUFFERED": "1", **self.env}
         if self.mode == "local":
-            command = [self.python_executable or sys.executable, "-m", TRAIN_MODULE]
+            command = [self.python_executable or sys.executable, "-m", module]
             # The child inherits this environment (PipesSubprocessClient merges os.environ); `env` goes on top.
             return dg.PipesSubprocessClient().run(context=context, command=command, extras=extras, env=env)
         if self.mode == "k8s":
@@ -120,8 +128,10 @@ class TrainingLauncher(dg.ConfigurableResource):
                                     kubeconfig_file=self.kubeconfig_file, poll_interval=self.poll_interval)
             return client.run(
                 context=context, extras=extras, namespace=self.namespace,
-                command=["python", "-m", TRAIN_MODULE], env={"HOME": "/tmp", **env},
-                base_pod_spec=self.pod_spec(), base_pod_meta={"labels": dict(self.pod_labels)},
+                command=["python", "-m", module], env={"HOME": "/tmp", **env},
+                base_pod_spec=self.pod_spec(gpu=gpu, container_name="trainer" if component == "training" else
+                                            "evaluator"),
+                base_pod_meta={"labels": {**self.pod_labels, "app.kubernetes.io/component": component}},
                 pod_wait_timeout=self.pod_wait_timeout,
             )
         raise ValueError(f"TrainingLauncher.mode must be 'local' or 'k8s', got {self.mode!r}")
