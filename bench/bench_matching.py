@@ -1,0 +1,247 @@
+"""Substring matching: our Matcher vs the plain pyahocorasick approach MetaCLIP uses (exact v1 semantics).
+
+Competitors, all on the same texts in one process, interleaved, order rotated each round, medians:
+  (a) metaclip_pyahocorasick: MetaCLIP's approach re-implemented from its rules (metaclip-facts.md section 2): an
+      `ahocorasick.Automaton` with every padded entry as key and ``(id, padded)`` as value, the upstream spacing
+      (10 unconditional ``str.replace``), ``automaton.iter(spaced)``, a set of ids per text, returned as a list.
+  (b) pyahocorasick_store_ints: same automaton with ``STORE_INTS`` values (the id), set comprehension per text.
+  (c) ours_match_batch: `metaclip_assets.curation.matching.Matcher.match_batch` (CSR columns).
+  (d) ours_2proc: `match_pool_parallel(texts, matcher, workers=2)` (fork after build).
+  (e), (f): the proposed faster `match_batch` (bench/proposed_matching.py), 1 process and 2 processes.
+  (g): proposed automaton-free matcher: polars hash joins over tokens (bench/proposed_token_matching.py).
+"1 core": POLARS_MAX_THREADS=1 is set before polars is imported (only (g) and the LAION loader use polars).
+Before timing, the id set of EVERY text is checked identical across all competitors (and on the 5,000 real LAION
+alt-texts when ../shared/realdata is present). Peak RSS of one matching worker is measured in fresh subprocesses.
+
+Usage: .venv/bin/python bench/bench_matching.py [--entries 500000] [--texts 200000] [--rounds 3] [--record]
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("POLARS_MAX_THREADS", "1")  # per-core comparison; must precede the first polars import
+
+import ahocorasick  # noqa: E402
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+import proposed_matching as P  # noqa: E402
+import proposed_token_matching as T  # noqa: E402
+from gen_metadata import generate_metadata  # noqa: E402
+from gen_texts import generate_texts  # noqa: E402
+
+from metaclip_assets.curation.matching import Matcher, match_pool_parallel  # noqa: E402
+
+LAION = C.REPO_ROOT.parent / "shared" / "realdata" / "laion-alttext-10k" / "laion_alttext_5000.parquet"
+
+
+# ---- (a) and (b): the upstream-style approach, written from the rules ------------------------------------------------
+
+def upstream_spacing(text: str) -> str:
+    # The rule as upstream applies it: pad, then 7 punctuation replaces and 3 whitespace replaces, unconditionally.
+    text = " " + text + " "
+    for c in (",", ".", ";", ":", "?", "!", "`"):
+        text = text.replace(c, " " + c + " ")
+    for c in ("\t", "\n", "\r"):
+        text = text.replace(c, " ")
+    return text
+
+
+def build_metaclip_automaton(metadata: list[str]) -> ahocorasick.Automaton:
+    automaton = ahocorasick.Automaton()
+    for idx, entry in enumerate(metadata):
+        padded = " " + entry + " "
+        automaton.add_word(padded, (idx, padded))
+    automaton.make_automaton()
+    return automaton
+
+
+def match_metaclip(automaton: ahocorasick.Automaton, texts: list[str]) -> list[list[int]]:
+    out = []
+    for text in texts:
+        matched = set()
+        for _end, (idx, _key) in automaton.iter(upstream_spacing(text)):
+            matched.add(idx)
+        out.append(list(matched))
+    return out
+
+
+def build_store_ints(metadata: list[str]) -> ahocorasick.Automaton:
+    automaton = ahocorasick.Automaton(ahocorasick.STORE_INTS)
+    for idx, entry in enumerate(metadata):
+        automaton.add_word(" " + entry + " ", idx)
+    automaton.make_automaton()
+    return automaton
+
+
+def match_store_ints(automaton: ahocorasick.Automaton, texts: list[str]) -> list[set[int]]:
+    it = automaton.iter
+    return [{v for _, v in it(upstream_spacing(t))} for t in texts]
+
+
+# ---- exactness ----------------------------------------------------------------------------------------------------
+
+def csr_to_lists(offsets: np.ndarray, ids: np.ndarray) -> list[list[int]]:
+    flat, b = ids.tolist(), offsets.tolist()
+    return [flat[b[k] : b[k + 1]] for k in range(len(b) - 1)]
+
+
+def check_exact(texts: list[str], a_auto, b_auto, matcher: Matcher, label: str, tmatcher=None) -> int:
+    """Assert identical sorted id lists on every text; returns the number of (text, entry) pairs."""
+    a = [sorted(x) for x in match_metaclip(a_auto, texts)]
+    b = [sorted(x) for x in match_store_ints(b_auto, texts)]
+    off, ids = matcher.match_batch(texts)
+    c = csr_to_lists(off, ids)
+    chunk = max(1, len(texts) // 8)
+    others = {"(d)": match_pool_parallel(texts, matcher, workers=2, chunk_size=chunk),
+              "(e)": P.match_batch(matcher, texts, chunk_size=max(1, len(texts) // 3)),
+              "(f)": P.match_parallel(texts, matcher, workers=2, chunk_size=chunk)}
+    if tmatcher is not None:
+        others["(g)"] = tmatcher.match_batch(texts)
+    bad = [k for k in range(len(texts)) if not (a[k] == b[k] == c[k])]
+    if bad:
+        k = bad[0]
+        raise AssertionError(f"{label}: {len(bad)} texts differ, first {texts[k]!r}: a={a[k]} b={b[k]} ours={c[k]}")
+    for name, (off2, ids2) in others.items():
+        if not (np.array_equal(off, off2) and np.array_equal(ids, ids2) and ids2.dtype == np.uint32):
+            raise AssertionError(f"{label}: {name} output differs from match_batch")
+    print(f"exactness ({label}): {len(texts):,} texts, {len(ids):,} (text, entry) pairs identical in (a)-({'g' if tmatcher else 'f'})")
+    return len(ids)
+
+
+# ---- peak RSS of one matching worker, in a fresh process ----------------------------------------------------------
+
+RSS_CHILD = r"""
+import json, sys, time
+sys.path.insert(0, {bench!r})
+import _common as C
+kind, md_path, tx_path = sys.argv[1:4]
+md = json.loads(open(md_path).read()); texts = [json.loads(l) for l in open(tx_path)]
+import ahocorasick, numpy
+from metaclip_assets.curation.matching import Matcher
+import bench_matching as B
+base = C.current_rss_mb(); t0 = time.perf_counter()
+if kind == "ours":
+    m = Matcher(md); build = time.perf_counter() - t0; after = C.current_rss_mb(); m.match_batch(texts)
+elif kind == "token":
+    import proposed_token_matching as T
+    m = T.TokenMatcher(md); build = time.perf_counter() - t0; after = C.current_rss_mb(); m.match_batch(texts)
+elif kind == "metaclip":
+    a = B.build_metaclip_automaton(md); build = time.perf_counter() - t0; after = C.current_rss_mb(); B.match_metaclip(a, texts)
+else:
+    a = B.build_store_ints(md); build = time.perf_counter() - t0; after = C.current_rss_mb(); B.match_store_ints(a, texts)
+print(json.dumps(dict(base=base, after_build=after, peak=C.peak_rss_mb(), build_s=build)))
+"""
+
+
+def measure_rss(kind: str, md_path: Path, tx_path: Path) -> dict:
+    code = RSS_CHILD.format(bench=str(C.BENCH_DIR))
+    env = {**os.environ, "POLARS_MAX_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", code, kind, str(md_path), str(tx_path)], check=True,
+                         capture_output=True, text=True, cwd=C.REPO_ROOT, env=env)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--entries", type=int, default=500_000)
+    ap.add_argument("--texts", type=int, default=200_000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-rss", action="store_true", help="skip the fresh-process memory measurement")
+    ap.add_argument("--record", action="store_true", help="append the results to bench/RESULTS.md")
+    args = ap.parse_args(argv)
+    info = C.machine_info()
+    print(info)
+
+    t0 = time.perf_counter()
+    metadata, _ = generate_metadata(args.entries, args.seed)
+    texts = generate_texts(metadata, args.texts, args.seed)
+    print(f"generated {len(metadata):,} entries, {len(texts):,} texts in {time.perf_counter() - t0:.1f} s")
+
+    builds = {}
+    t0 = time.perf_counter(); a_auto = build_metaclip_automaton(metadata); builds["a"] = time.perf_counter() - t0
+    t0 = time.perf_counter(); b_auto = build_store_ints(metadata); builds["b"] = time.perf_counter() - t0
+    t0 = time.perf_counter(); matcher = Matcher(metadata); builds["c"] = time.perf_counter() - t0
+    t0 = time.perf_counter(); tmatcher = T.TokenMatcher(metadata, fallback=matcher); builds["g"] = time.perf_counter() - t0
+    print("build s:", {k: round(v, 2) for k, v in builds.items()})
+
+    pairs = check_exact(texts, a_auto, b_auto, matcher, "synthetic", tmatcher)
+    if LAION.is_file():
+        import polars as pl
+
+        check_exact(pl.read_parquet(LAION)["TEXT"].to_list(), a_auto, b_auto, matcher, "real LAION alt-texts", tmatcher)
+
+    gc.collect()
+    competitors = {
+        "(a) MetaCLIP-style pyahocorasick": lambda: match_metaclip(a_auto, texts),
+        "(b) pyahocorasick STORE_INTS": lambda: match_store_ints(b_auto, texts),
+        "(c) ours Matcher.match_batch": lambda: matcher.match_batch(texts),
+        "(d) ours match_pool_parallel, 2 procs": lambda: match_pool_parallel(texts, matcher, workers=2),
+        "(e) proposed match_batch": lambda: P.match_batch(matcher, texts),
+        "(f) proposed, 2 procs": lambda: P.match_parallel(texts, matcher, workers=2),
+        "(g) proposed token joins (polars, 1 thread)": lambda: tmatcher.match_batch(texts),
+    }
+    times, loads = C.interleaved(competitors, args.rounds)
+    med = {k: C.median(v) for k, v in times.items()}
+    cpu = {k: C.median(v) for k, v in times.cpu.items()}
+    A, OURS, OURS2 = ("(a) MetaCLIP-style pyahocorasick", "(c) ours Matcher.match_batch",
+                      "(d) ours match_pool_parallel, 2 procs")
+    rows = []
+    for name, t in med.items():
+        procs = 2 if "2 procs" in name else 1
+        rows.append([name, procs, f"{t:.3f}", f"{cpu[name]:.3f}", C.rate(len(texts), t),
+                     C.rate(len(texts), t * procs), f"{med[A] / t / procs:.2f}x", f"{cpu[A] / cpu[name]:.2f}x",
+                     f"{med[OURS] / t:.2f}x"])
+    table = C.md_table(["competitor", "procs", "median wall s", "median CPU s", "texts/s", "texts/s/core",
+                        "per core vs (a), wall", "per core vs (a), CPU", "wall speedup vs (c)"], rows)
+    n_uniq = pairs / len(texts)
+    body = (f"{len(metadata):,} entries, {len(texts):,} texts (mean {sum(map(len, texts)) / len(texts):.0f} chars, "
+            f"{n_uniq:.1f} matched entries per text), {args.rounds} rounds; all (text, entry id) sets identical. "
+            "texts/s/core = texts / (wall s x procs); CPU ratios use this process's CPU seconds (children included "
+            "for the pools).\n\n" + table + "\n\n"
+            + f"Build (s): (a) {builds['a']:.2f}, (b) {builds['b']:.2f}, ours {builds['c']:.2f}, "
+            f"(g) token table {builds['g']:.2f}.\n")
+
+    def verdict(x: float, goal: float) -> str:
+        return f"{x:.2f}x ({'met' if x >= goal else 'MISSED'})"
+
+    body += ("\nTargets: ours per core >= 2.0x (a): " + verdict(med[A] / med[OURS], 2.0) + " wall, "
+             + verdict(cpu[A] / cpu[OURS], 2.0) + " CPU; proposed: " + verdict(med[A] / med["(e) proposed match_batch"], 2.0)
+             + " wall, " + verdict(cpu[A] / cpu["(e) proposed match_batch"], 2.0) + " CPU; token joins: "
+             + verdict(med[A] / med["(g) proposed token joins (polars, 1 thread)"], 2.0) + " wall, "
+             + verdict(cpu[A] / cpu["(g) proposed token joins (polars, 1 thread)"], 2.0) + " CPU. 2 procs >= 1.7x one core: "
+             + verdict(med[OURS] / med[OURS2], 1.7) + "; proposed: "
+             + verdict(med["(e) proposed match_batch"] / med["(f) proposed, 2 procs"], 1.7) + ".\n")
+
+    if not args.no_rss:
+        with tempfile.TemporaryDirectory() as tmp:
+            md_path, tx_path = Path(tmp) / "md.json", Path(tmp) / "texts.jsonl"
+            md_path.write_text(json.dumps(metadata))
+            tx_path.write_text("".join(json.dumps(t) + "\n" for t in texts))
+            rss_rows = []
+            for kind, label in (("ours", "ours (ahocorasick-rs, bytes)"), ("metaclip", "(a) pyahocorasick (id, key)"),
+                                ("store_ints", "(b) pyahocorasick STORE_INTS"),
+                                ("token", "(g) token table (polars)")):
+                r = measure_rss(kind, md_path, tx_path)
+                rss_rows.append([label, f"{r['build_s']:.2f}", f"{r['base']:.0f}", f"{r['after_build'] - r['base']:+.0f}",
+                                 f"{r['peak']:.0f}", f"{r['peak'] - r['base']:+.0f}"])
+        body += ("\nOne matching worker in a fresh process (metadata and texts loaded first, then build + match all "
+                 "texts); MB:\n\n" + C.md_table(["automaton", "build s", "RSS before build", "RSS delta after build",
+                                                  "peak RSS", "peak delta"], rss_rows) + "\n")
+    print(body)
+    if args.record:
+        C.record("Substring matching", info, body, loads)
+
+
+if __name__ == "__main__":
+    main()

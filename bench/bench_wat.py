@@ -1,0 +1,100 @@
+"""WAT -> image-alt rows: our fast reader vs `zcat file > /dev/null` vs the warcio + json reference.
+
+Competitors on the same generated WAT file (bench/gen_wat.py, real CC layout), one process, interleaved, order
+rotated each round, medians:
+  zcat:      ``zcat FILE > /dev/null`` (a subprocess; the floor every reader must beat to be "IO-bound")
+  ours:      `metaclip_assets.curation.wat.read_wat` (own gzip-member framing + `"IMG@/src` pre-check + orjson),
+             returning the pool DataFrame (pair ids, uuids included)
+  reference: `read_wat_reference` (warcio + json, every record parsed)
+Exactness: ours and the reference return identical DataFrames (every row, every column) and identical stats.
+Target: ours <= 1.2x the zcat time. 1 core: POLARS_MAX_THREADS=1.
+
+Usage: .venv/bin/python bench/bench_wat.py [--mib 128] [--rounds 3] [--record]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("POLARS_MAX_THREADS", "1")
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+from gen_wat import generate_wat  # noqa: E402
+
+from metaclip_assets.curation import wat  # noqa: E402
+
+WORKDIR = Path(os.environ.get("METACLIP_BENCH_DIR", Path(tempfile.gettempdir()) / "metaclip-bench"))
+
+
+def wat_file(mib: float, seed: int, entries: int, workdir: Path = WORKDIR) -> tuple[Path, dict | None]:
+    """The generated WAT for these parameters, generated once and cached (the generator is deterministic)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / f"bench-{mib:g}mib-s{seed}-e{entries}.warc.wat.gz"
+    if path.exists():
+        return path, None
+    tmp = path.with_suffix(".tmp")
+    info = generate_wat(tmp, mib, seed, entries)
+    tmp.rename(path)
+    return path, info
+
+
+def zcat(path: Path) -> None:
+    exe = shutil.which("zcat") or "zcat"
+    with open(os.devnull, "wb") as null:
+        subprocess.run([exe, str(path)], stdout=null, check=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--mib", type=float, default=128, help="uncompressed WAT size (MiB)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--entries", type=int, default=500_000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--workdir", type=Path, default=WORKDIR)
+    ap.add_argument("--record", action="store_true")
+    args = ap.parse_args(argv)
+    info = C.machine_info()
+    print(info)
+    path, gen = wat_file(args.mib, args.seed, args.entries, args.workdir)
+    print(f"WAT file {path} ({path.stat().st_size / 2**20:.1f} MiB gzipped){' generated: ' + str(gen) if gen else ''}")
+
+    kw = dict(snapshot="CC-MAIN-2024-22", source_name=path.name)
+    fast, fstats = wat.read_wat(path, **kw)
+    ref, rstats = wat.read_wat_reference(path, **kw)
+    assert fast.equals(ref), "fast WAT reader and warcio + json reference disagree"
+    assert fstats.as_dict() == rstats.as_dict(), (fstats.as_dict(), rstats.as_dict())
+    print(f"exactness: {fast.height:,} rows identical (all columns), stats identical: {fstats.as_dict()}")
+
+    competitors = {
+        "zcat > /dev/null": lambda: zcat(path),
+        "ours: read_wat (own framing + pre-check + orjson)": lambda: wat.read_wat(path, **kw),
+        "reference: warcio + json": lambda: wat.read_wat_reference(path, **kw),
+    }
+    times, loads = C.interleaved(competitors, args.rounds)
+    med = {k: C.median(v) for k, v in times.items()}
+    cpu = {k: C.median(v) for k, v in times.cpu.items()}
+    z = "zcat > /dev/null"
+    rows = [[k, f"{v:.2f}", f"{cpu[k]:.2f}", C.rate(fstats.records_read, v), C.rate(fast.height, v) if k != z else "-",
+             f"{v / med[z]:.2f}x", f"{cpu[k] / cpu[z]:.2f}x"] for k, v in med.items()]
+    table = C.md_table(["competitor", "median wall s", "median CPU s", "records/s", "image-text rows/s",
+                        "x zcat (wall)", "x zcat (CPU)"], rows)
+    ours_k = list(med)[1]
+    ratio = med[ours_k] / med[z]
+    body = (f"WAT: {path.stat().st_size / 2**20:.1f} MiB gzipped, {args.mib:g} MiB raw (bench/gen_wat.py seed "
+            f"{args.seed}), {fstats.records_read:,} records, {fstats.images_seen:,} IMG links, {fast.height:,} "
+            f"image-text rows; rows and stats identical; {args.rounds} rounds.\n\n{table}\n\n"
+            f"Target ours <= 1.2x zcat: {ratio:.2f}x wall, {cpu[ours_k] / cpu[z]:.2f}x CPU "
+            f"({'met' if ratio <= 1.2 else 'MISSED'}); reference {med[list(med)[2]] / med[z]:.2f}x.\n")
+    print(body)
+    if args.record:
+        C.record("WAT parsing", info, body, loads)
+
+
+if __name__ == "__main__":
+    main()
