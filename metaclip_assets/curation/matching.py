@@ -18,6 +18,9 @@ import os
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
+from itertools import chain
+from operator import itemgetter
 
 import ahocorasick_rs
 import numpy as np
@@ -34,6 +37,8 @@ __all__ = [
 # The 7 characters MetaCLIP spaces out, then the 3 whitespace characters it maps to a single space.
 _PUNCT = (",", ".", ";", ":", "?", "!", "`")
 _WS = ("\t", "\n", "\r")
+_BATCH = 50_000  # texts per automaton batch in match_batch
+_first = itemgetter(0)
 
 
 def spacing(text: str) -> str:
@@ -50,6 +55,27 @@ def spacing(text: str) -> str:
         if c in text:
             text = text.replace(c, " ")
     return text
+
+
+def _spaced_bytes(texts: Sequence[str]) -> list[bytes]:
+    """``[_encode(spacing(t)) for t in texts]``, computed on one joined string.
+
+    The rule is a per-character replacement plus one space of padding at both ends, so it commutes with
+    concatenation: the 10 replaces run once over the whole batch (long C loops instead of 10 ``in`` scans per text)
+    and ``split(b"\\x00")`` restores the texts. Exact only if no text contains NUL, checked by one count.
+    """
+    if not texts:
+        return []
+    big = " " + " \x00 ".join(texts) + " "
+    if big.count("\x00") != len(texts) - 1:
+        return [_encode(spacing(t)) for t in texts]
+    for c in _PUNCT:
+        if c in big:
+            big = big.replace(c, " " + c + " ")
+    for c in _WS:
+        if c in big:
+            big = big.replace(c, " ")
+    return _encode(big).split(b"\x00")
 
 
 def _encode(text: str) -> bytes:
@@ -116,6 +142,10 @@ class Matcher:
             for i, e in enumerate(entries):
                 groups[first_id[e]].append(i)
             self._unique_to_ids = [tuple(g) for g in groups]
+            lens = np.fromiter(map(len, groups), dtype=np.int64, count=len(groups))
+            self._group_off = np.zeros(len(groups) + 1, dtype=np.int64)
+            np.cumsum(lens, out=self._group_off[1:])
+            self._group_ids = np.fromiter(chain.from_iterable(groups), dtype=np.uint32, count=int(lens.sum()))
         self._fingerprint: str | None = None
 
     def __len__(self) -> int:
@@ -147,22 +177,37 @@ class Matcher:
         """Match many texts; returns CSR columns ``(offsets int64 (n+1,), entry_ids uint32 (m,))``.
 
         Text k matched ``entry_ids[offsets[k]:offsets[k+1]]``, ascending, each id once.
+
+        No Python bytecode runs per text or per match: the automaton calls are driven from C by ``map``, the pattern
+        ids are pulled out with ``np.fromiter``, and per-text dedup + ordering is one numpy sort of
+        ``row << 32 | id`` (the keys arrive grouped by row, so the stable sort is nearly linear). Not ``np.unique``:
+        in numpy 2.4 it is hash-based and ~30x slower than sorting for ~10^6 distinct keys.
         """
-        find = self._ac.find_matches_as_indexes
-        groups = self._unique_to_ids
-        flat: list[int] = []
-        lengths: list[int] = []
+        n = len(texts)
+        find = partial(self._ac.find_matches_as_indexes, overlapping=True)
+        counts, found = [], []
         with _no_cyclic_gc():
-            for text in texts:
-                found = {i for i, _, _ in find(_encode(spacing(text)), overlapping=True)}
-                if groups is not None and found:
-                    found = {i for u in found for i in groups[u]}
-                lengths.append(len(found))
-                if found:
-                    flat.extend(sorted(found))
-        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        return offsets, np.array(flat, dtype=np.uint32)
+            for s in range(0, n, _BATCH):  # batches bound the memory held by the match tuples
+                res = list(map(find, _spaced_bytes(texts[s : s + _BATCH])))
+                c = np.fromiter(map(len, res), dtype=np.int64, count=len(res))
+                counts.append(c)
+                found.append(np.fromiter(map(_first, chain.from_iterable(res)), dtype=np.uint32, count=int(c.sum())))
+                del res
+        c = np.concatenate(counts) if counts else np.zeros(0, dtype=np.int64)
+        ids = np.concatenate(found) if found else np.zeros(0, dtype=np.uint32)
+        rows = np.repeat(np.arange(n, dtype=np.uint64), c)
+        if self._unique_to_ids is not None and len(ids):  # each pattern stands for every id of a duplicated entry
+            lens = np.diff(self._group_off)[ids]
+            starts = np.repeat(self._group_off[ids] - np.concatenate(([0], np.cumsum(lens)[:-1])), lens)
+            ids = self._group_ids[starts + np.arange(int(lens.sum()))]
+            rows = np.repeat(rows, lens)
+        key = (rows << np.uint64(32)) | ids.astype(np.uint64)
+        key.sort(kind="stable")
+        if len(key):
+            key = key[np.concatenate(([True], key[1:] != key[:-1]))]
+        offsets = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(np.bincount((key >> np.uint64(32)).astype(np.intp), minlength=n), out=offsets[1:])
+        return offsets, (key & np.uint64(0xFFFFFFFF)).astype(np.uint32)
 
 
 # ---- upstream-shaped convenience API -------------------------------------------------------------------------------
