@@ -6,6 +6,16 @@ import os
 
 import dagster as dg
 
+from metaclip_assets.defs.automation import (
+    CrawlIndexResource,
+    cc_snapshot_job,
+    cc_snapshot_sensor,
+    crawl_files,
+    metaclip_automation_sensor,
+    recurate_job,
+    recurate_latest_schedule,
+    with_automation,
+)
 from metaclip_assets.defs.acquisition_assets import ImageSourceResource, acquisition_report, webdataset_shards
 from metaclip_assets.defs.eval_assets import eval_metrics
 from metaclip_assets.defs.metadata_asset import metadata_entries
@@ -18,14 +28,19 @@ curation_assets = [metadata_entries, crawl_pool, matched_pool, entry_counts, bal
 acquisition_assets = [webdataset_shards, acquisition_report]
 training_assets = [clip_checkpoint]
 eval_assets = [eval_metrics]
-all_assets = [*curation_assets, *acquisition_assets, *training_assets, *eval_assets]
+# crawl_files downloads WAT files for snapshots the sensor discovers; local mirrors and the sample skip it.
+all_assets = with_automation([crawl_files, *curation_assets, *acquisition_assets, *training_assets, *eval_assets])
 
 defs = dg.Definitions(
     assets=all_assets,
+    jobs=[cc_snapshot_job, recurate_job],
+    sensors=[cc_snapshot_sensor, metaclip_automation_sensor],
+    schedules=[recurate_latest_schedule],
     resources={
         "curation_storage": CurationStorage(),
         "image_source": ImageSourceResource(),
         # local subprocess by default; METACLIP_TRAINING_MODE=k8s submits GPU pods via PipesK8sClient
         "training_launcher": TrainingLauncher(mode=os.environ.get("METACLIP_TRAINING_MODE", "local")),
+        "crawl_index": CrawlIndexResource(),
     },
 )

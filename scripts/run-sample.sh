@@ -15,27 +15,31 @@ export PYTHONWARNINGS=ignore  # Dagster's beta/preview warnings would bury the r
 metaclip-assets make-sample --data-root "$METACLIP_DATA_ROOT" --snapshot "$SNAPSHOT"
 metaclip-assets register-snapshot "$SNAPSHOT"
 M="-m metaclip_assets.definitions"
+# Steps run inside the CLI's own process (no subprocess per step): ~3x faster for small partitions.
+INPROC='"execution": {"config": {"in_process": {}}}'
+SHARDS=$(python -c 'from metaclip_assets.defs.partitions import shard_partitions as p; print(*p.get_partition_keys())')
 # The sample's Wikipedia excerpt is tiny, so its count thresholds are scaled down (MetaCLIP's are the defaults).
-dagster asset materialize $M --select metadata_entries --config-json "$(cat scripts/sample-metadata-config.json)"
-for shard in $(python -c 'from metaclip_assets.defs.partitions import shard_partitions as p; print(*p.get_partition_keys())'); do
+dagster asset materialize $M --select metadata_entries --config-json "{$INPROC, $(python -c \
+  'import json; print(json.dumps(json.load(open("scripts/sample-metadata-config.json")))[1:-1])')}"
+for shard in $SHARDS; do
   # Multi-partition keys are the dimension values ordered by dimension name: shard|snapshot.
-  dagster asset materialize $M --select crawl_pool,matched_pool --partition "$shard|$SNAPSHOT"
+  dagster asset materialize $M --select crawl_pool,matched_pool --partition "$shard|$SNAPSHOT" --config-json "{$INPROC}"
 done
 # t = 20,000 would keep everything in a sample this small; t = 30 shows the head being cut.
 dagster asset materialize $M --select entry_counts,balanced_subset,data_card --partition "$SNAPSHOT" \
-  --config-json '{"ops": {"balanced_subset": {"config": {"t": 30}}}}'
+  --config-json "{$INPROC, \"ops\": {\"balanced_subset\": {\"config\": {\"t\": 30}}}}"
 # Image acquisition, offline: the sample's image bytes are replayed from its WARC (images/<snapshot>/*.warc.gz);
 # its images are 64x64, so they are written at 64 px (224 is the default for real crawls).
-for shard in $(python -c 'from metaclip_assets.defs.partitions import shard_partitions as p; print(*p.get_partition_keys())'); do
-  dagster asset materialize $M --select webdataset_shards --partition "$shard|$SNAPSHOT" --config-json '{
-    "ops": {"webdataset_shards": {"config": {"image_size": 64, "samples_per_shard": 256}}},
-    "resources": {"image_source": {"config": {"kind": "warc"}}}}'
+for shard in $SHARDS; do
+  dagster asset materialize $M --select webdataset_shards --partition "$shard|$SNAPSHOT" --config-json "{$INPROC,
+    \"ops\": {\"webdataset_shards\": {\"config\": {\"image_size\": 64, \"samples_per_shard\": 256}}},
+    \"resources\": {\"image_source\": {\"config\": {\"kind\": \"warc\"}}}}"
 done
-dagster asset materialize $M --select acquisition_report --partition "$SNAPSHOT"
+dagster asset materialize $M --select acquisition_report --partition "$SNAPSHOT" --config-json "{$INPROC}"
 # Train the tiny open_clip config on the sample's shards (CPU, Pipes subprocess), tracked in MLflow under data/mlflow.
-dagster asset materialize $M --select clip_checkpoint --partition "$SNAPSHOT"
+dagster asset materialize $M --select clip_checkpoint --partition "$SNAPSHOT" --config-json "{$INPROC}"
 # Evaluate it on the sample's held-out split (data/eval/<snapshot>/): zero-shot, TiC-CLIP matrix, MLflow.
-dagster asset materialize $M --select eval_metrics --partition "$SNAPSHOT"
+dagster asset materialize $M --select eval_metrics --partition "$SNAPSHOT" --config-json "{$INPROC}"
 echo
 python - "$METACLIP_DATA_ROOT/datacard/$SNAPSHOT/acquisition.json" <<'PY'
 import json, sys

@@ -3,5 +3,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# Debian packages for the PostgreSQL and browser tests (they skip with this reason where missing).
+if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  missing=""
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$missing postgresql"
+  command -v chromium >/dev/null || missing="$missing chromium"
+  if [ -n "$missing" ]; then
+    echo "test: installing Debian packages:$missing"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+  fi
+fi
 export OMP_NUM_THREADS=1 PYTHONWARNINGS=ignore::DeprecationWarning
 exec .venv/bin/python -m pytest "$@"

@@ -21,6 +21,7 @@ PROGRESS_EVERY_S = 5.0
 @dg.asset(
     group_name="curation",
     partitions_def=snapshot_shard_partitions,
+    deps=["crawl_files"],
     kinds={"polars", "parquet"},
     description="Image-text pairs read from this shard's CommonCrawl WAT/WARC files, with provenance; "
     "bad records skipped and counted by reason.",
