@@ -345,3 +345,75 @@ def test_real_texts_match_plain_loop_subset(laion_and_wordnet):
     for t in subset:
         s = spacing(t)
         assert m.match(t) == [i for i, p in enumerate(padded) if p in s], repr(t)
+
+
+# ---- token-join engine (default of match_batch) vs the plain loop on its edge cases ---------------------------------
+
+
+def _batch_lists(m: Matcher, texts: list[str]) -> list[list[int]]:
+    offsets, ids = m.match_batch(texts)
+    assert offsets.dtype == np.int64 and ids.dtype == np.uint32 and len(offsets) == len(texts) + 1
+    return [ids[offsets[k] : offsets[k + 1]].tolist() for k in range(len(texts))]
+
+
+def _check_batch(md: list[str], texts: list[str]) -> Matcher:
+    m = Matcher(md)
+    expected = [reference(t, md) for t in texts]
+    assert _batch_lists(m, texts) == expected
+    off, ids = m._match_batch_automaton(texts)  # the automaton engine agrees too
+    assert [ids[off[k] : off[k + 1]].tolist() for k in range(len(texts))] == expected
+    return m
+
+
+_SPACY_MD = ["a", "b", "a b", "a  b", " a", "a ", " ", "  ", "   ", " a b ", "b  ", "  a", "x y z", "y", "a\tb", "a.b",
+             "a . b", ". b", "é", "a\x01b"]
+_SPACY_TEXTS = ["", " ", "  ", "    ", "a b", "a  b", "a   b", " a b ", "  a  b  ", "x y z", "x  y z", "x y  z",
+                "a\tb", "a\t\tb", "a\r\nb", "a.b", "a. b", "a .b", "a\x01b", "é", "e\u0301", "\t", "\n\n", "b   ",
+                "a" * 3, "x y z y", "a a a", " a", "a "]
+
+
+def test_token_engine_spaces_in_texts_and_entries():
+    m = _check_batch(_SPACY_MD, _SPACY_TEXTS)
+    # The empty token between two spaces breaks "a b"; "a  b" and "a " match (" a  " is in " a  b ").
+    assert m.match_batch(["a  b"])[1].tolist() == [0, 1, 3, 5]
+    assert m.match_batch(["  "])[1].tolist() == [6, 7]  # 4 spaces hold " " padded (3) and "  " padded (4)
+
+
+def test_token_engine_only_spaces_and_empty_texts():
+    md = [" ", "  ", "   ", "dog"]
+    texts = ["", " ", "  ", "   ", "    ", "\t", "\r\n", " \t \n ", "dog", " dog  dog "]
+    _check_batch(md, texts)
+    assert _batch_lists(Matcher(md), ["   "]) == [[0, 1, 2]]  # 5 spaces hold "   ", "    " and "     "
+
+
+def test_token_engine_nul_and_surrogate_texts_fall_back_per_text():
+    md = ["dog", "\udc80", "hot dog", "a\x00b", "x"]
+    texts = ["hot dog", "a\x00b", "dog \udc80", "\x00", "x \x00 x", "dog", "\udc80\udc80", "x"]
+    _check_batch(md, texts)
+    md2 = ["dog", "\udc80", "hot dog", "x"]  # no NUL entry: token engine for clean texts, automaton for the rest
+    _check_batch(md2, texts)
+    assert Matcher(md2)._token_ok and not Matcher(md)._token_ok
+
+
+def test_token_engine_duplicates_and_batch_boundaries(monkeypatch):
+    monkeypatch.setattr(matching, "_TOKEN_BATCH", 3)
+    md = ["dog", "hot dog", "dog", " dog", "hot dog", "dog"]
+    texts = ["hot dog", "", "  dog", "dog\x00", "hot  dog", "dog dog", "hot dog hot dog"]
+    _check_batch(md, texts)
+
+
+def test_token_engine_random_spaced_entries():
+    rng = random.Random(11)
+    words = ["a", "b", "c", "", "é", "."]
+    md = sorted({" ".join(rng.choice(words) for _ in range(rng.randint(1, 4))) for _ in range(300)} - {""})
+    pieces = ["a", "b", "c", " ", " ", "  ", ".", "\t", "é", ""]
+    texts = ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 14))) for _ in range(1500)]
+    _check_batch(md, texts)
+
+
+def test_match_builds_engines_lazily():
+    m = Matcher(["dog", "hot dog"])
+    m.match_batch(["hot dog"])
+    assert m._ac_obj is None and m._levels_obj is not None  # batch users never pay the automaton build
+    m2 = Matcher(["dog"])
+    assert m2.match("dog") == [0] and m2._levels_obj is None

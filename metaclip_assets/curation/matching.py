@@ -5,6 +5,9 @@ both sides of each of `` , . ; : ? ! ` ``, turn each TAB/LF/CR into ONE space, c
 matches iff ``" " + e + " "`` is a plain substring of the normalised text. Case-sensitive, no Unicode normalisation;
 overlapping and nested matches all count; each entry id is reported once, ids sorted ascending.
 
+`Matcher.match_batch` computes exactly these sets without an automaton, by hash joins over the spaced text's
+space-separated tokens (see `Matcher`); `Matcher.match` and a few rare inputs use an Aho-Corasick automaton.
+
 Unlike upstream, no module global silently pins the first metadata list: a `Matcher` is built from one list and passed
 around explicitly, and the `substr_matching` convenience cache is keyed and verified by the list's content.
 """
@@ -24,6 +27,7 @@ from operator import itemgetter
 
 import ahocorasick_rs
 import numpy as np
+import polars as pl
 
 __all__ = [
     "spacing",
@@ -37,7 +41,9 @@ __all__ = [
 # The 7 characters MetaCLIP spaces out, then the 3 whitespace characters it maps to a single space.
 _PUNCT = (",", ".", ";", ":", "?", "!", "`")
 _WS = ("\t", "\n", "\r")
-_BATCH = 50_000  # texts per automaton batch in match_batch
+_BATCH = 50_000  # texts per automaton batch
+_TOKEN_BATCH = 100_000  # texts per token-join batch (~1.5M tokens): bounds the token columns' memory
+_SEP = "\x00"  # sentinel token between texts in a token-join batch
 _first = itemgetter(0)
 
 
@@ -85,6 +91,14 @@ def _encode(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
+def _utf8_ok(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: the only str that is not valid UTF-8
+        return False
+    return True
+
+
 def metadata_fingerprint(metadata: Sequence[str]) -> str:
     """sha256 hex of ``json.dumps(list(metadata))`` (json's default separators and ASCII escaping).
 
@@ -108,22 +122,34 @@ def _no_cyclic_gc() -> Iterator[None]:
 
 
 class Matcher:
-    """An Aho-Corasick automaton over the padded entries of one metadata list (entry id = list index).
+    """Exact MetaCLIP matching against one metadata list (entry id = list index).
+
+    Two exact engines, each built lazily on first use:
+      * token joins (default of `match_batch`): the spaced text ``T`` starts and ends with a space and so does every
+        padded entry, hence ``" e " in T`` iff ``e == " ".join(toks[a:b])`` for a run of ``T[1:-1].split(" ")``
+        (empty tokens from runs of spaces included, so a double space breaks a multi-word entry exactly as in the
+        plain loop, and entries with leading/trailing/double spaces match exactly where ``" e "`` occurs). Tokens
+        are looked up with polars hash joins against the entries and their token prefixes, one small table per run
+        length, extending only the runs that a longer entry can still continue: one hash probe per token instead
+        of one automaton state (a cache miss with 500k patterns) per byte, ~2x less CPU than the automaton.
+      * an ahocorasick-rs automaton over the padded entries as UTF-8 bytes: used by `match` on single texts, for
+        texts polars cannot hold (NUL, lone surrogates), for metadata with a NUL in an entry, and by the forked
+        workers of `match_pool_parallel`.
 
     Empty entries are rejected (``"  "`` would match every double space, which is never what a metadata list means).
-    Duplicate entries are accepted: the automaton is built over distinct entries and every id of a duplicated entry
-    is reported, as MetaCLIP's plain loop would. Entries that can never match (e.g. ``U.S.``, or containing a
-    newline) are kept as they are: that is the faithful upstream behaviour.
+    Duplicate entries are accepted and every id of a duplicated entry is reported, as MetaCLIP's plain loop would.
+    Entries that can never match (e.g. ``U.S.``, or containing a newline) are kept: faithful upstream behaviour.
 
-    ahocorasick-rs objects cannot be pickled; to use several processes build the Matcher first and fork
-    (see `match_pool_parallel`).
+    The joins run on polars' process-wide thread pool (``POLARS_MAX_THREADS``, fixed when polars is first imported);
+    the matcher does not change it because other code in the process shares it. Processes that run one matcher per
+    core should start with ``POLARS_MAX_THREADS=1``; the per-core benchmarks do.
     """
 
     def __init__(self, metadata: Sequence[str]):
-        entries = tuple(metadata)  # immutable, so `entries` and `fingerprint` always describe the automaton
+        entries = tuple(metadata)  # immutable, so `entries` and `fingerprint` always describe the engines
         if len(entries) > 2**32:
             raise ValueError("more than 2**32 entries do not fit uint32 entry ids")
-        first_id: dict[str, int] = {}  # distinct entry -> its pattern index (order of first appearance)
+        first_id: dict[str, int] = {}  # distinct entry -> its unique index (order of first appearance)
         for i, e in enumerate(entries):
             if not isinstance(e, str):
                 raise TypeError(f"metadata entry {i} is {type(e).__name__}, not str")
@@ -131,14 +157,11 @@ class Matcher:
                 raise ValueError(f"metadata entry {i} is the empty string; it would match every double space")
             first_id.setdefault(e, len(first_id))
         self._entries = entries
-        unique = list(first_id)  # dict preserves insertion order: unique index u -> string
-        self._ac = ahocorasick_rs.BytesAhoCorasick(
-            [_encode(" " + e + " ") for e in unique], matchkind=ahocorasick_rs.MatchKind.Standard
-        )
-        # Without duplicates, pattern index == entry id and the hot loop needs no remapping.
+        self._unique = list(first_id)  # unique index u -> string; both engines report u
+        # Without duplicates, u == entry id and no remapping is needed.
         self._unique_to_ids: list[tuple[int, ...]] | None = None
-        if len(unique) != len(entries):
-            groups: list[list[int]] = [[] for _ in unique]
+        if len(self._unique) != len(entries):
+            groups: list[list[int]] = [[] for _ in self._unique]
             for i, e in enumerate(entries):
                 groups[first_id[e]].append(i)
             self._unique_to_ids = [tuple(g) for g in groups]
@@ -146,6 +169,10 @@ class Matcher:
             self._group_off = np.zeros(len(groups) + 1, dtype=np.int64)
             np.cumsum(lens, out=self._group_off[1:])
             self._group_ids = np.fromiter(chain.from_iterable(groups), dtype=np.uint32, count=int(lens.sum()))
+        # A NUL inside an entry could join across the NUL sentinels between texts: such lists use the automaton.
+        self._token_ok = not any(_SEP in e for e in self._unique)
+        self._ac_obj: ahocorasick_rs.BytesAhoCorasick | None = None
+        self._levels_obj: dict[int, pl.DataFrame] | None = None
         self._fingerprint: str | None = None
 
     def __len__(self) -> int:
@@ -162,6 +189,43 @@ class Matcher:
             self._fingerprint = metadata_fingerprint(self._entries)
         return self._fingerprint
 
+    # ---- the two engines, built on first use ----
+
+    @property
+    def _ac(self) -> ahocorasick_rs.BytesAhoCorasick:
+        # A property (not a method) so that bench/proposed_matching.py's ``matcher._ac.find_...`` keeps working.
+        if self._ac_obj is None:
+            self._ac_obj = ahocorasick_rs.BytesAhoCorasick(
+                [_encode(" " + e + " ") for e in self._unique], matchkind=ahocorasick_rs.MatchKind.Standard
+            )
+        return self._ac_obj
+
+    def _levels(self) -> dict[int, pl.DataFrame]:
+        """Join tables by run length: key -> ``(u + 1) << 1 | grows`` (``u + 1 == 0``: only a prefix of entries).
+
+        Keys are every entry and every proper token prefix of a multi-token entry; ``grows`` says a longer entry
+        starts with the key's tokens. Polars rebuilds a join's hash table on every call, so one small table per
+        run length keeps each join paying only for the keys it can hit.
+        """
+        if self._levels_obj is None:
+            table: dict[str, int] = {}
+            for u, e in enumerate(self._unique):
+                if " " in e:
+                    toks = e.split(" ")
+                    prefix = toks[0]
+                    for t in toks[1:]:
+                        table[prefix] = table.get(prefix, 0) | 1
+                        prefix = prefix + " " + t
+                table[e] = (table.get(e, 0) & 1) | ((u + 1) << 1)
+            keys = [k for k in table if _utf8_ok(k)]  # keys with lone surrogates only match automaton texts
+            full = pl.DataFrame({"key": pl.Series(keys, dtype=pl.String),
+                                 "v": np.fromiter((table[k] for k in keys), np.int64, len(keys))})
+            full = full.with_columns(level=pl.col("key").str.count_matches(" ", literal=True) + 1)
+            self._levels_obj = {int(lvl): g.drop("level") for (lvl,), g in full.group_by("level")}
+        return self._levels_obj
+
+    # ---- single texts ----
+
     def _ids(self, text: str) -> set[int]:
         found = {i for i, _, _ in self._ac.find_matches_as_indexes(_encode(spacing(text)), overlapping=True)}
         if self._unique_to_ids is not None and found:
@@ -170,19 +234,49 @@ class Matcher:
         return found
 
     def match(self, text: str) -> list[int]:
-        """Sorted ids of the entries that match ``text``."""
+        """Sorted ids of the entries that match ``text`` (automaton: no per-call table joins for one text)."""
         return sorted(self._ids(text))
+
+    # ---- batches ----
 
     def match_batch(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Match many texts; returns CSR columns ``(offsets int64 (n+1,), entry_ids uint32 (m,))``.
 
-        Text k matched ``entry_ids[offsets[k]:offsets[k+1]]``, ascending, each id once.
-
-        No Python bytecode runs per text or per match: the automaton calls are driven from C by ``map``, the pattern
-        ids are pulled out with ``np.fromiter``, and per-text dedup + ordering is one numpy sort of
-        ``row << 32 | id`` (the keys arrive grouped by row, so the stable sort is nearly linear). Not ``np.unique``:
-        in numpy 2.4 it is hash-based and ~30x slower than sorting for ~10^6 distinct keys.
+        Text k matched ``entry_ids[offsets[k]:offsets[k+1]]``, ascending, each id once. Token joins by default;
+        batches of ``_TOKEN_BATCH`` texts bound the memory of the token columns.
         """
+        n = len(texts)
+        rows, uids = [], []
+        for s in range(0, n, _TOKEN_BATCH):
+            r, u = self._hits(texts[s : s + _TOKEN_BATCH])
+            rows.append(r + np.uint64(s))
+            uids.append(u)
+        return self._csr(n, rows, uids)
+
+    def _match_batch_automaton(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """`match_batch` with the automaton only (what forked workers run: no polars in a forked child)."""
+        r, u = self._automaton_hits(texts)
+        return self._csr(len(texts), [r], [u])
+
+    def _hits(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(row, unique index) uint64 pairs for one batch, possibly repeated; token joins where polars can."""
+        if not self._token_ok:
+            return self._automaton_hits(texts)
+        hits = self._token_hits(texts)
+        if hits is not None:
+            return hits
+        # Some text has a NUL or a lone surrogate: only those go to the automaton (rare; a per-text scan is fine).
+        bad = np.fromiter((_SEP in t or not _utf8_ok(t) for t in texts), dtype=bool, count=len(texts))
+        good_idx, bad_idx = np.flatnonzero(~bad), np.flatnonzero(bad)
+        good = self._token_hits([texts[i] for i in good_idx])
+        assert good is not None
+        r2, u2 = self._automaton_hits([texts[i] for i in bad_idx])
+        rows = np.concatenate((good_idx[good[0].astype(np.intp)], bad_idx[r2.astype(np.intp)])).astype(np.uint64)
+        return rows, np.concatenate((good[1], u2))
+
+    def _automaton_hits(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        # The automaton calls are driven from C by ``map`` and the pattern ids pulled out with ``np.fromiter``:
+        # no Python bytecode per text or per match.
         n = len(texts)
         find = partial(self._ac.find_matches_as_indexes, overlapping=True)
         counts, found = [], []
@@ -191,18 +285,78 @@ class Matcher:
                 res = list(map(find, _spaced_bytes(texts[s : s + _BATCH])))
                 c = np.fromiter(map(len, res), dtype=np.int64, count=len(res))
                 counts.append(c)
-                found.append(np.fromiter(map(_first, chain.from_iterable(res)), dtype=np.uint32, count=int(c.sum())))
+                found.append(np.fromiter(map(_first, chain.from_iterable(res)), dtype=np.uint64, count=int(c.sum())))
                 del res
         c = np.concatenate(counts) if counts else np.zeros(0, dtype=np.int64)
-        ids = np.concatenate(found) if found else np.zeros(0, dtype=np.uint32)
-        rows = np.repeat(np.arange(n, dtype=np.uint64), c)
+        ids = np.concatenate(found) if found else np.zeros(0, dtype=np.uint64)
+        return np.repeat(np.arange(n, dtype=np.uint64), c), ids
+
+    def _token_hits(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray] | None:
+        """Token-join hits, or None if some text has a NUL or a lone surrogate.
+
+        All texts are spaced in ONE string (the rule commutes with concatenation) with a NUL token between texts
+        and at both ends: ``"\\0 " + t1 + " \\0 " + t2 + " \\0"`` splits into ``\\0, tokens of t1, \\0, ...``. No key
+        contains NUL, so a run never crosses a text boundary, and the last token is a sentinel, so a run's next
+        token always exists. No Python object is made per token or per match.
+        """
+        n = len(texts)
+        if n == 0:
+            return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.uint64)
+        big = _SEP + " " + (" " + _SEP + " ").join(texts) + " " + _SEP
+        if big.count(_SEP) != n + 1:
+            return None
+        for c in _PUNCT:
+            if c in big:
+                big = big.replace(c, " " + c + " ")
+        for c in _WS:
+            if c in big:
+                big = big.replace(c, " ")
+        try:
+            tok = pl.Series("s", [big], dtype=pl.String).str.split(" ").explode()
+        except UnicodeEncodeError:  # lone surrogates cannot become UTF-8 polars strings
+            return None
+        del big
+        levels = self._levels()
+        sep_pos = (tok == _SEP).arg_true().to_numpy()  # n + 1 boundaries; text k lies between sep k and k + 1
+        starts, uids = [], []
+        cur = pl.DataFrame({"s": tok}).with_row_index("start").with_columns(pl.col("start").cast(pl.Int64))
+        cur = cur.with_columns(end=pl.col("start"))
+        level = 1
+        while cur.height and level in levels:
+            hit = cur.join(levels[level], left_on="s", right_on="key", how="inner")
+            level += 1
+            v = hit["v"].to_numpy()
+            is_entry = v >= 2
+            starts.append(hit["start"].to_numpy()[is_entry])
+            uids.append((v[is_entry] >> 1) - 1)
+            grow = hit.filter(pl.Series((v & 1) == 1))
+            if not grow.height:
+                break
+            nxt = tok.gather(grow["end"] + 1)
+            cur = grow.select(
+                pl.concat_str([pl.col("s"), pl.lit(" "), nxt]).alias("s"), "start", (pl.col("end") + 1).alias("end")
+            )
+        start = np.concatenate(starts) if starts else np.zeros(0, dtype=np.int64)
+        uid = (np.concatenate(uids) if uids else np.zeros(0, dtype=np.int64)).astype(np.uint64)
+        rows = (np.searchsorted(sep_pos, start, side="right") - 1).astype(np.uint64)
+        return rows, uid
+
+    def _csr(self, n: int, rows: list[np.ndarray], uids: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """CSR from (row, unique index) hits: duplicates expanded to every id, then per-row dedup + ascending order.
+
+        One numpy sort of ``row << 32 | id`` (not ``np.unique``: in numpy 2.4 it is hash-based and ~30x slower than
+        sorting for ~10^6 distinct keys).
+        """
+        row = np.concatenate(rows) if rows else np.zeros(0, dtype=np.uint64)
+        ids = np.concatenate(uids) if uids else np.zeros(0, dtype=np.uint64)
         if self._unique_to_ids is not None and len(ids):  # each pattern stands for every id of a duplicated entry
-            lens = np.diff(self._group_off)[ids]
-            starts = np.repeat(self._group_off[ids] - np.concatenate(([0], np.cumsum(lens)[:-1])), lens)
-            ids = self._group_ids[starts + np.arange(int(lens.sum()))]
-            rows = np.repeat(rows, lens)
-        key = (rows << np.uint64(32)) | ids.astype(np.uint64)
-        key.sort(kind="stable")
+            u = ids.astype(np.intp)
+            lens = np.diff(self._group_off)[u]
+            starts = np.repeat(self._group_off[u] - np.concatenate(([0], np.cumsum(lens)[:-1])), lens)
+            ids = self._group_ids[starts + np.arange(int(lens.sum()))].astype(np.uint64)
+            row = np.repeat(row, lens)
+        key = (row << np.uint64(32)) | ids
+        key.sort()
         if len(key):
             key = key[np.concatenate(([True], key[1:] != key[:-1]))]
         offsets = np.zeros(n + 1, dtype=np.int64)
@@ -256,13 +410,15 @@ def substr_matching_batch(texts: Sequence[str], metadata: Sequence[str] | Matche
 # ---- multi-process matching ------------------------------------------------------------------------------------------
 
 # The matcher a forked worker inherits (ahocorasick-rs automata cannot be pickled, and rebuilding a 500k-entry one
-# costs ~3-4 s per process). Set only in the parent right before forking, cleared afterwards.
+# costs ~3-4 s per process). Set only in the parent right before forking, cleared afterwards. Workers run the
+# AUTOMATON engine only: polars is not fork-safe once its thread pool has started (a lock held by one of its threads
+# at fork time stays held forever in the child), and the parent may well have used it.
 _worker_matcher: Matcher | None = None
 
 
 def _worker_match(chunk: list[str]) -> tuple[np.ndarray, np.ndarray]:
     assert _worker_matcher is not None, "worker was not forked from match_pool_parallel"
-    return _worker_matcher.match_batch(chunk)
+    return _worker_matcher._match_batch_automaton(chunk)
 
 
 def match_pool_parallel(
@@ -270,10 +426,12 @@ def match_pool_parallel(
 ) -> tuple[np.ndarray, np.ndarray]:
     """`Matcher.match_batch` over ``workers`` forked processes; same output, byte for byte.
 
-    Workers are forked after the automaton is built and inherit it copy-on-write. Expect 1.5-2x on 2 idle cores and
-    no gain on a loaded machine or below a few 100k texts (performance.md section 1); falls back to serial for one
-    worker, one chunk, or where fork is unavailable. Workers run only the matcher, so forking a process that has
-    other libraries' thread pools running (polars, dagster) is safe as long as nothing else runs in the children.
+    Workers are forked after the automaton is built (here, if `matcher` has not built it yet) and inherit it
+    copy-on-write; they run the automaton engine, never polars (not fork-safe), so forking a process whose polars or
+    dagster thread pools are running is safe as nothing else runs in the children. The serial default (token joins)
+    uses ~2x less CPU than the automaton per text, so 2 workers beat it only on 2 otherwise idle cores; prefer
+    `Matcher.match_batch` with one process per core. Falls back to serial `match_batch` for one worker, one chunk,
+    or where fork is unavailable.
     """
     global _worker_matcher
     workers = workers or os.cpu_count() or 1
@@ -282,6 +440,7 @@ def match_pool_parallel(
     chunks = [list(texts[i : i + chunk_size]) for i in range(0, len(texts), chunk_size)]
     if workers <= 1 or len(chunks) <= 1 or "fork" not in multiprocessing.get_all_start_methods():
         return matcher.match_batch(texts)
+    matcher._ac  # noqa: B018 - build before forking, once, shared copy-on-write
     _worker_matcher = matcher
     try:
         with multiprocessing.get_context("fork").Pool(min(workers, len(chunks))) as pool:
