@@ -28,8 +28,10 @@ curation_assets = [metadata_entries, crawl_pool, matched_pool, entry_counts, bal
 acquisition_assets = [webdataset_shards, acquisition_report]
 training_assets = [clip_checkpoint]
 eval_assets = [eval_metrics]
-# crawl_files downloads WAT files for snapshots the sensor discovers; local mirrors and the sample skip it.
-all_assets = with_automation([crawl_files, *curation_assets, *acquisition_assets, *training_assets, *eval_assets])
+# What runs on crawl files already in place (the sample, a local mirror, tests).
+pipeline_assets = [*curation_assets, *acquisition_assets, *training_assets, *eval_assets]
+# crawl_files downloads WAT files for snapshots the sensor discovers; it needs the crawl_index resource.
+all_assets = with_automation([crawl_files, *pipeline_assets])
 
 defs = dg.Definitions(
     assets=all_assets,

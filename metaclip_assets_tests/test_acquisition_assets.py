@@ -17,13 +17,14 @@ import pytest
 from metaclip_assets import layout
 from metaclip_assets.acquisition import REASONS
 from metaclip_assets.curation.sample import make_sample_snapshot
-from metaclip_assets.definitions import all_assets
+from metaclip_assets.definitions import acquisition_assets, curation_assets
 from metaclip_assets.defs import acquisition_assets as acq
 from metaclip_assets.defs.partitions import NUM_SHARDS, SNAPSHOT_PARTITIONS_NAME, shard_partitions
 from metaclip_assets.defs.resources import CurationStorage
 from metaclip_assets.storage import Storage
 
 SNAPSHOT = "SAMPLE-2024-10"
+ASSETS = [*curation_assets, *acquisition_assets]
 # Seed 6 at this size puts the sample's truncated image and its recorded 404 among the matched pairs, so every
 # failure kind the sample plants reaches the shards; t stays at MetaCLIP's default (keeps every matched pair).
 SEED = 6
@@ -41,7 +42,7 @@ def _resources(root: Path) -> dict:
 
 
 def _run(instance, root, selection, partition_key=None, run_config=None, raise_on_error=True):
-    return dg.materialize(all_assets, selection=selection, partition_key=partition_key, instance=instance,
+    return dg.materialize(ASSETS, selection=selection, partition_key=partition_key, instance=instance,
                           resources=_resources(root), run_config=run_config or {}, raise_on_error=raise_on_error)
 
 
@@ -251,7 +252,7 @@ def test_report_without_shards_gives_a_clear_error(tmp_path):
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(SNAPSHOT_PARTITIONS_NAME, ["CC-MAIN-2099-01"])
         with pytest.raises(Exception, match="materialize webdataset_shards for every shard"):
-            dg.materialize(all_assets, selection=["acquisition_report"], partition_key="CC-MAIN-2099-01",
+            dg.materialize(ASSETS, selection=["acquisition_report"], partition_key="CC-MAIN-2099-01",
                            instance=instance, resources=_resources(tmp_path))
     assert json.dumps(acq.WebdatasetShardsConfig().model_dump())  # defaults are plain JSON (run config)
     assert acq.WebdatasetShardsConfig().image_size == 224

@@ -10,7 +10,7 @@ import dagster as dg
 import pytest
 
 from metaclip_assets.curation.sample import make_sample_snapshot
-from metaclip_assets.definitions import acquisition_assets, curation_assets, eval_assets, training_assets
+from metaclip_assets.definitions import pipeline_assets
 from metaclip_assets.defs.partitions import SNAPSHOT_PARTITIONS_NAME, shard_partitions
 from metaclip_assets.defs.resources import CurationStorage
 from metaclip_assets.defs.acquisition_assets import ImageSourceResource
@@ -19,7 +19,7 @@ from metaclip_assets.defs.training_assets import TrainingLauncher
 SNAPSHOT = "SAMPLE-2024-10"
 WORDNET_ONLY = {"ops": {"metadata_entries": {"config": {"wiki_dump_globs": [], "pageview_globs": []}}}}
 IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
-ASSETS = [*curation_assets, *acquisition_assets, *training_assets, *eval_assets]  # crawl_files: no download here
+ASSETS = pipeline_assets  # crawl_files (the download) is not needed: the sample is generated in place
 
 
 def _run(instance, resources, selection, partition_key=None, run_config=None):

@@ -24,7 +24,7 @@ import dagster as dg
 import pytest
 
 from metaclip_assets.curation.sample import make_sample_snapshot
-from metaclip_assets.definitions import all_assets
+from metaclip_assets.definitions import pipeline_assets
 from metaclip_assets.defs.acquisition_assets import ImageSourceResource
 from metaclip_assets.defs.partitions import NUM_SHARDS, SNAPSHOT_PARTITIONS_NAME, shard_partitions
 from metaclip_assets.defs.resources import CurationStorage
@@ -126,11 +126,11 @@ def _materialize_sample(home: Path, data: Path, mlflow: Server) -> dict:
     try:
         instance.add_dynamic_partitions(SNAPSHOT_PARTITIONS_NAME, [SNAPSHOT])
         for selection, key, config in steps:
-            assert dg.materialize(all_assets, selection=selection, partition_key=key, instance=instance,
+            assert dg.materialize(pipeline_assets, selection=selection, partition_key=key, instance=instance,
                                   resources=resources, run_config=config).success
         mlflow.wait_ready()  # booted meanwhile
         selection, key, config = training
-        result = dg.materialize(all_assets, selection=selection, partition_key=key, instance=instance,
+        result = dg.materialize(pipeline_assets, selection=selection, partition_key=key, instance=instance,
                                 resources=resources, run_config=config)
         assert result.success
         [materialization] = result.asset_materializations_for_node("clip_checkpoint")
@@ -223,6 +223,7 @@ def test_dagster_ui_shows_curation_and_materializes_from_the_browser(servers, br
     page.goto(base + "/locations/metaclip_assets/asset-groups/curation")
     for asset in CURATION:
         expect(page.get_by_text(asset, exact=True).first).to_be_visible()
+    shot(page, "00-dagster-asset-graph-loaded")  # kept even when an assertion below fails
     expect(page.get_by_text("100% filled").first).to_be_visible()
     expect(page.get_by_text(f"{NUM_SHARDS} partitions").first).to_be_visible()
     shot(page, "01-dagster-asset-graph")
