@@ -11,8 +11,16 @@ from metaclip_assets.curation.pool import POOL_SCHEMA, build_pool
 from metaclip_assets.curation.sharding import files_for_shard
 from metaclip_assets.curation.stages import empty_matched, match_pool
 from metaclip_assets.defs.metadata_asset import load_current_metadata
-from metaclip_assets.defs.partitions import NUM_SHARDS, snapshot_and_shard, snapshot_shard_partitions
+from metaclip_assets.defs.partitions import (
+    NUM_SHARDS,
+    materialize_each,
+    one_run_per_range,
+    run_partition_keys,
+    snapshot_shard_partitions,
+    split_key,
+)
 from metaclip_assets.defs.resources import CurationStorage
+from metaclip_assets.storage import Storage
 
 CRAWL_SUFFIXES = (".wat.gz", ".warc.gz")
 PROGRESS_EVERY_S = 5.0
@@ -21,6 +29,7 @@ PROGRESS_EVERY_S = 5.0
 @dg.asset(
     group_name="curation",
     partitions_def=snapshot_shard_partitions,
+    backfill_policy=one_run_per_range,
     deps=["crawl_files"],
     kinds={"polars", "parquet"},
     description="Image-text pairs read from this shard's CommonCrawl WAT/WARC files, with provenance; "
@@ -29,7 +38,12 @@ PROGRESS_EVERY_S = 5.0
                                    description="The shard had crawl files and they yielded pairs.")],
 )
 def crawl_pool(context: dg.AssetExecutionContext, curation_storage: CurationStorage) -> dg.MaterializeResult:
-    snapshot, shard = snapshot_and_shard(context)
+    return materialize_each(context, run_partition_keys(context),
+                            lambda key: _crawl_pool_shard(context, curation_storage, *split_key(key)))
+
+
+def _crawl_pool_shard(context: dg.AssetExecutionContext, curation_storage: CurationStorage, snapshot: str,
+                      shard: int) -> dg.MaterializeResult:
     storage, crawl = curation_storage.storage(), curation_storage.crawl_storage()
     all_files = [key.rsplit("/", 1)[-1] for key in crawl.list(snapshot, CRAWL_SUFFIXES)]
     if not all_files:
@@ -77,21 +91,31 @@ def crawl_pool(context: dg.AssetExecutionContext, curation_storage: CurationStor
 @dg.asset(
     group_name="curation",
     partitions_def=snapshot_shard_partitions,
+    backfill_policy=one_run_per_range,
     deps=[crawl_pool, "metadata_entries"],
     kinds={"polars", "parquet"},
     description="Pool pairs whose text matches at least one metadata entry (MetaCLIP v1 substring matching), "
     "with the matched entry ids per pair.",
 )
 def matched_pool(context: dg.AssetExecutionContext, curation_storage: CurationStorage) -> dg.MaterializeResult:
-    snapshot, shard = snapshot_and_shard(context)
+    keys = run_partition_keys(context)
     storage = curation_storage.storage()
-    pool_key = layout.pool_key(snapshot, shard, NUM_SHARDS)
-    if not storage.exists(pool_key):
-        raise FileNotFoundError(f"{storage.uri(pool_key)} is missing: materialize crawl_pool for this partition first")
-    pool = storage.read_parquet(pool_key)
+    pool_keys = {k: layout.pool_key(*split_key(k), NUM_SHARDS) for k in keys}
+    missing = [f"{storage.uri(p)} is missing: materialize crawl_pool for {k} first"
+               for k, p in pool_keys.items() if not storage.exists(p)]
+    if missing:  # checked before the matcher is built, which takes a while
+        raise FileNotFoundError("; ".join(missing))
     entries, sha = load_current_metadata(storage)
     started = time.perf_counter()
-    matcher = Matcher(entries)
+    matcher = Matcher(entries)  # one matcher for every shard of a ranged run
+    build_s = time.perf_counter() - started
+    return materialize_each(context, keys, lambda key: _match_shard(
+        context, storage, matcher, sha, build_s, *split_key(key)))
+
+
+def _match_shard(context: dg.AssetExecutionContext, storage: Storage, matcher: Matcher, sha: str, build_s: float,
+                 snapshot: str, shard: int) -> dg.MaterializeResult:
+    pool = storage.read_parquet(layout.pool_key(snapshot, shard, NUM_SHARDS))
     built = time.perf_counter()
     matched, stats = match_pool(pool, matcher) if len(pool) else (empty_matched(POOL_SCHEMA), None)
     elapsed = time.perf_counter() - built
@@ -99,7 +123,7 @@ def matched_pool(context: dg.AssetExecutionContext, curation_storage: CurationSt
     stats_dict = {
         **(stats.as_dict() if stats else {"pairs_in": 0, "matched": 0, "pair_entry_matches": 0, "match_rate": 0.0}),
         "metadata_sha256": sha,
-        "matcher_build_s": round(built - started, 3),
+        "matcher_build_s": round(build_s, 3),
         "match_s": round(elapsed, 3),
         "texts_per_s": round(len(pool) / elapsed, 1) if elapsed > 0 else None,
     }

@@ -22,6 +22,9 @@ from metaclip_assets.defs.partitions import (
     NUM_SHARDS,
     SNAPSHOT_PARTITIONS_NAME,
     all_shards_of_snapshot,
+    materialize_each,
+    one_run_per_range,
+    run_partition_keys,
     snapshot_partitions,
 )
 from metaclip_assets.defs.pool_assets import matched_pool
@@ -43,6 +46,7 @@ def _shard_files(storage: Storage, snapshot: str, key_fn) -> list[str]:
 @dg.asset(
     group_name="curation",
     partitions_def=snapshot_partitions,
+    backfill_policy=one_run_per_range,
     deps=[dg.AssetDep(matched_pool, partition_mapping=all_shards_of_snapshot)],
     kinds={"numpy"},
     description="uint64 match count per metadata entry over the whole snapshot (all shards, cross-shard "
@@ -51,9 +55,15 @@ def _shard_files(storage: Storage, snapshot: str, key_fn) -> list[str]:
                                    description="Sum of counts == number of (pair, entry) matches in the matched set.")],
 )
 def entry_counts(context: dg.AssetExecutionContext, curation_storage: CurationStorage) -> dg.MaterializeResult:
-    snapshot = context.partition_key
     storage = curation_storage.storage()
     entries, sha = load_current_metadata(storage)
+    # Oldest first (ids sort by date): a snapshot's cumulative counts include the earlier ones of the same run.
+    return materialize_each(context, sorted(run_partition_keys(context)),
+                            lambda snapshot: _count_snapshot(context, storage, entries, sha, snapshot))
+
+
+def _count_snapshot(context: dg.AssetExecutionContext, storage: Storage, entries: list[str], sha: str,
+                    snapshot: str) -> dg.MaterializeResult:
     frames = []
     for key in _shard_files(storage, snapshot, layout.matched_key):
         stats = storage.read_json(key.replace(".parquet", ".stats.json"))
@@ -121,6 +131,7 @@ class BalanceConfig(dg.Config):
 @dg.asset(
     group_name="curation",
     partitions_def=snapshot_partitions,
+    backfill_policy=one_run_per_range,
     deps=[entry_counts],
     kinds={"polars", "parquet"},
     description="The MetaCLIP-balanced subset: a pair is kept if any matched entry samples it with "
@@ -133,8 +144,13 @@ def balanced_subset(
 ) -> dg.MaterializeResult:
     if config.count_mode not in ("snapshot", "cumulative"):
         raise ValueError(f"count_mode must be 'snapshot' or 'cumulative', got {config.count_mode!r}")
-    snapshot = context.partition_key
     storage = curation_storage.storage()
+    return materialize_each(context, sorted(run_partition_keys(context)),
+                            lambda snapshot: _balance_snapshot(context, config, storage, snapshot))
+
+
+def _balance_snapshot(context: dg.AssetExecutionContext, config: BalanceConfig, storage: Storage,
+                      snapshot: str) -> dg.MaterializeResult:
     matched = storage.read_parquet(layout.merged_matched_key(snapshot))
     counts = storage.read_npy(layout.counts_key(snapshot, cumulative=config.count_mode == "cumulative"))
     curated, _, stats = balance(matched, counts, t=config.t, seed=config.seed)
@@ -170,6 +186,7 @@ def balanced_subset(
 @dg.asset(
     group_name="curation",
     partitions_def=snapshot_partitions,
+    backfill_policy=one_run_per_range,
     deps=[balanced_subset],
     kinds={"json", "markdown"},
     description="MetaCLIP data card of the snapshot: entry -> count before and after balancing, the funnel, "
@@ -178,9 +195,13 @@ def balanced_subset(
                                    description="The card's totals equal the row counts of the parquet files.")],
 )
 def data_card(context: dg.AssetExecutionContext, curation_storage: CurationStorage) -> dg.MaterializeResult:
-    snapshot = context.partition_key
     storage = curation_storage.storage()
     entries, sha = load_current_metadata(storage)
+    return materialize_each(context, sorted(run_partition_keys(context)),
+                            lambda snapshot: _card_for_snapshot(storage, entries, sha, snapshot))
+
+
+def _card_for_snapshot(storage: Storage, entries: list[str], sha: str, snapshot: str) -> dg.MaterializeResult:
     summary = storage.read_json(layout.balanced_summary_key(snapshot))
     counts_summary = storage.read_json(layout.counts_summary_key(snapshot))
     curated = storage.read_parquet(layout.balanced_key(snapshot), columns=["entry_ids"])
