@@ -6,12 +6,10 @@ Competitors, all on the same texts in one process, interleaved, order rotated ea
       (10 unconditional ``str.replace``), ``automaton.iter(spaced)``, a set of ids per text, returned as a list.
   (b) pyahocorasick_store_ints: same automaton with ``STORE_INTS`` values (the id), set comprehension per text.
   (c) ours_match_batch: `metaclip_assets.curation.matching.Matcher.match_batch` (CSR columns), whose default engine
-      is the automaton-free token joins (polars hash joins over the spaced text's tokens; the former prototype
-      bench/proposed_token_matching.py, integrated).
+      is the automaton-free token joins (polars hash joins over the spaced text's tokens).
   (d) ours_2proc: `match_pool_parallel(texts, matcher, workers=2)` (fork after build; workers run the automaton).
   (e) ours automaton engine: `Matcher._match_batch_automaton` (ahocorasick-rs over bytes; the previous default of
-      `match_batch`, = the applied bench/proposed_matching.py), 1 process, the per-core base of (d).
-  (g) the prototype bench/proposed_token_matching.py (what (c) integrates): checked for exactness only, not timed.
+      `match_batch`), 1 process, the per-core base of (d).
 "1 core": POLARS_MAX_THREADS=1 is set before polars is imported (for (c) and the LAION loader).
 Before timing, the id set of EVERY text is checked identical across all competitors (and on the 5,000 real LAION
 alt-texts when ../shared/realdata is present). Peak RSS of one matching worker is measured in fresh subprocesses.
@@ -37,7 +35,6 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
-import proposed_token_matching as T  # noqa: E402
 from gen_metadata import generate_metadata  # noqa: E402
 from gen_texts import generate_texts  # noqa: E402
 
@@ -97,7 +94,7 @@ def csr_to_lists(offsets: np.ndarray, ids: np.ndarray) -> list[list[int]]:
     return [flat[b[k] : b[k + 1]] for k in range(len(b) - 1)]
 
 
-def check_exact(texts: list[str], a_auto, b_auto, matcher: Matcher, label: str, tmatcher=None) -> int:
+def check_exact(texts: list[str], a_auto, b_auto, matcher: Matcher, label: str) -> int:
     """Assert identical sorted id lists on every text; returns the number of (text, entry) pairs."""
     a = [sorted(x) for x in match_metaclip(a_auto, texts)]
     b = [sorted(x) for x in match_store_ints(b_auto, texts)]
@@ -106,8 +103,6 @@ def check_exact(texts: list[str], a_auto, b_auto, matcher: Matcher, label: str, 
     chunk = max(1, len(texts) // 8)
     others = {"(d)": match_pool_parallel(texts, matcher, workers=2, chunk_size=chunk),
               "(e)": matcher._match_batch_automaton(texts)}
-    if tmatcher is not None:
-        others["(g)"] = tmatcher.match_batch(texts)
     bad = [k for k in range(len(texts)) if not (a[k] == b[k] == c[k])]
     if bad:
         k = bad[0]
@@ -115,7 +110,7 @@ def check_exact(texts: list[str], a_auto, b_auto, matcher: Matcher, label: str, 
     for name, (off2, ids2) in others.items():
         if not (np.array_equal(off, off2) and np.array_equal(ids, ids2) and ids2.dtype == np.uint32):
             raise AssertionError(f"{label}: {name} output differs from match_batch")
-    print(f"exactness ({label}): {len(texts):,} texts, {len(ids):,} (text, entry) pairs identical in {'(a)-(g) (no (f))' if tmatcher else '(a)-(e)'}")
+    print(f"exactness ({label}): {len(texts):,} texts, {len(ids):,} (text, entry) pairs identical in (a)-(e)")
     return len(ids)
 
 
@@ -176,12 +171,11 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter(); matcher._ac; builds["e"] = time.perf_counter() - t0  # noqa: B018
     print("build s:", {k: round(v, 2) for k, v in builds.items()})
 
-    pairs = check_exact(texts, a_auto, b_auto, matcher, "synthetic", T.TokenMatcher(metadata, fallback=matcher))
+    pairs = check_exact(texts, a_auto, b_auto, matcher, "synthetic")
     if LAION.is_file():
         import polars as pl
 
-        check_exact(pl.read_parquet(LAION)["TEXT"].to_list(), a_auto, b_auto, matcher, "real LAION alt-texts",
-                    T.TokenMatcher(metadata, fallback=matcher))
+        check_exact(pl.read_parquet(LAION)["TEXT"].to_list(), a_auto, b_auto, matcher, "real LAION alt-texts")
 
     gc.collect()
     competitors = {

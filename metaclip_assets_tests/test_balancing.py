@@ -9,6 +9,7 @@ import pytest
 
 from metaclip_assets.curation.balancing import (
     balance_pairs,
+    balance_pairs_numpy,
     balance_sampling,
     entry_counts,
     entry_probabilities,
@@ -194,6 +195,47 @@ def test_single_and_batch_agree(pool):
     for k in range(0, len(pair_ids), 97):
         ids = entry_ids[offsets[k] : offsets[k + 1]]
         assert balance_sampling(ids, prob, pair_id=int(pair_ids[k]), seed=9) == mask[k]
+
+
+@pytest.mark.parametrize("t", [1, 30, 200, 5000, math.inf])
+@pytest.mark.parametrize("seed", [0, 7, 2**64 - 1])
+def test_compiled_kernel_equals_numpy_and_python_formula(pool, t, seed):
+    """The numba loop (early exit, p = 1 shortcut) against the numpy passes and, on a sample of pairs, against the
+    documented formula evaluated in Python integers."""
+    pair_ids, offsets, entry_ids, counts = pool
+    prob = entry_probabilities(counts, t)
+    mask = balance_pairs(pair_ids, offsets, entry_ids, prob, seed=seed)
+    assert mask.dtype == np.bool_ and mask.shape == pair_ids.shape
+    assert np.array_equal(mask, balance_pairs_numpy(pair_ids, offsets, entry_ids, prob, seed=seed))
+    for k in range(0, len(pair_ids), 53):
+        ids = entry_ids[offsets[k] : offsets[k + 1]].tolist()
+        expected = any(uniform_py(int(pair_ids[k]), e, seed) < prob[e] for e in ids)
+        assert mask[k] == expected
+    # other integer dtypes and non-contiguous inputs give the same mask
+    assert np.array_equal(mask, balance_pairs(pair_ids.astype(np.int64).view(np.uint64), list(offsets),
+                                              entry_ids.astype(np.int64), prob, seed=seed))
+
+
+def test_compiled_kernel_edge_probabilities():
+    """Thresholds at the extremes of (0, 1] (1e-12, 2**-53, 1 - 2**-53, 1) and the largest seed."""
+    rng = np.random.default_rng(1)
+    lengths = rng.integers(0, 6, 3000)
+    offsets = np.concatenate(([0], np.cumsum(lengths)))
+    eids = rng.integers(0, 50, int(offsets[-1])).astype(np.uint32)
+    pids = rng.integers(0, 2**64, len(lengths), dtype=np.uint64)
+    prob = np.concatenate(([1.0, 1e-12, 0.5, 2.0**-53, 1 - 2.0**-53], rng.random(45) * 0.3 + 1e-9))
+    for seed in (0, 7, 2**64 - 1):
+        assert np.array_equal(balance_pairs(pids, offsets, eids, prob, seed),
+                              balance_pairs_numpy(pids, offsets, eids, prob, seed))
+
+
+def test_entry_counts_rejects_out_of_range_ids():
+    with pytest.raises(ValueError, match="entry ids must lie"):
+        entry_counts(np.array([0, 3], dtype=np.uint32), 3)
+    with pytest.raises(ValueError, match="entry ids must lie"):
+        entry_counts(np.array([-1, 0]), 3)
+    with pytest.raises(ValueError, match="entry ids must lie"):  # the compiled loop would write out of bounds
+        balance_pairs(np.array([1], dtype=np.uint64), np.array([0, 1]), np.array([5], dtype=np.uint32), np.ones(3))
 
 
 def test_tail_entry_always_kept(pool):

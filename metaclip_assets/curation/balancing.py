@@ -14,11 +14,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from . import _balance_kernels as _kernels
+
 __all__ = [
     "entry_counts",
     "entry_probabilities",
     "pair_entry_uniforms",
     "balance_pairs",
+    "balance_pairs_numpy",
     "balance_sampling",
     "keep_probability",
     "expected_kept",
@@ -29,12 +32,20 @@ __all__ = [
 def entry_counts(entry_ids: np.ndarray, num_entries: int) -> np.ndarray:
     """uint64 count per entry id; ``entry_ids`` must already hold each id at most once per text (as `match_batch`
     produces), so the count is the number of texts matching the entry."""
+    ids = _entry_id_array(entry_ids, num_entries)
+    if len(ids) < 2**32:  # uint32 counters cannot overflow; widen to uint64 as upstream does "to be safe for scaling"
+        return _kernels.count_entries32(ids, num_entries).astype(np.uint64)
+    return np.bincount(ids, minlength=num_entries).astype(np.uint64)
+
+
+def _entry_id_array(entry_ids: np.ndarray, num_entries: int) -> np.ndarray:
+    """Contiguous uint32 ids, range-checked (the compiled loops index without bounds checks)."""
     ids = np.asarray(entry_ids)
     if ids.size and (ids.min() < 0 or ids.max() >= num_entries):
         raise ValueError(f"entry ids must lie in [0, {num_entries})")
-    # bincount is 1.4x np.unique and 7x polars here (performance.md section 3); it returns int64, widen to uint64
-    # as upstream does "to be safe for scaling".
-    return np.bincount(ids.astype(np.intp, copy=False), minlength=num_entries).astype(np.uint64)
+    if num_entries > 2**32:
+        raise ValueError(f"at most 2**32 entries are supported, got {num_entries}")
+    return np.ascontiguousarray(ids, dtype=np.uint32)
 
 
 def entry_probabilities(counts: np.ndarray, t: float) -> np.ndarray:
@@ -138,6 +149,19 @@ def _keep_thresholds(prob: np.ndarray) -> np.ndarray:
         return (np.ceil(prob * 2.0**53).astype(np.uint64) << np.uint64(11)) - np.uint64(1)
 
 
+def _balance_inputs(pair_ids, offsets, entry_ids, entry_prob, seed):
+    pids = np.ascontiguousarray(pair_ids, dtype=np.uint64)
+    off = _check_csr(offsets, entry_ids)
+    if len(pids) != len(off) - 1:
+        raise ValueError(f"{len(pids)} pair ids but {len(off) - 1} rows in offsets")
+    seed = int(seed)
+    if not 0 <= seed < 2**64:
+        raise ValueError("seed must be in [0, 2**64)")
+    thr = _keep_thresholds(np.asarray(entry_prob, dtype=np.float64))
+    eids = _entry_id_array(entry_ids, len(thr))
+    return pids, np.ascontiguousarray(off), eids, thr, seed
+
+
 def balance_pairs(
     pair_ids: np.ndarray,
     offsets: np.ndarray,
@@ -149,18 +173,25 @@ def balance_pairs(
 
     ``offsets``/``entry_ids`` are the CSR columns of `Matcher.match_batch` for the n pairs. Pairs without matches are
     never kept. Each pair's outcome depends only on its own id, matches and the seed. The draws are exactly those of
-    `pair_entry_uniforms`, computed faster: the first mixing round depends on the pair only (once per pair, not per
-    row), the comparison uses integer thresholds (`_keep_thresholds`), and rows go in cache-sized chunks.
+    `pair_entry_uniforms`, compared as integers (`_keep_thresholds`), in one compiled pass over the rows
+    (`_balance_kernels.balance_rows`); `balance_pairs_numpy` is the same computation in numpy.
     """
-    pids = np.asarray(pair_ids, dtype=np.uint64)
-    off = _check_csr(offsets, entry_ids)
-    if len(pids) != len(off) - 1:
-        raise ValueError(f"{len(pids)} pair ids but {len(off) - 1} rows in offsets")
-    seed = int(seed)
-    if not 0 <= seed < 2**64:
-        raise ValueError("seed must be in [0, 2**64)")
-    eids = np.asarray(entry_ids)
-    thr = _keep_thresholds(np.asarray(entry_prob, dtype=np.float64))
+    pids, off, eids, thr, seed = _balance_inputs(pair_ids, offsets, entry_ids, entry_prob, seed)
+    with np.errstate(over="ignore"):
+        s = _mix64(np.array([seed], dtype=np.uint64) ^ _SEED_SALT)[0]
+    return _kernels.balance_rows(pids, off, eids, thr, s)
+
+
+def balance_pairs_numpy(
+    pair_ids: np.ndarray,
+    offsets: np.ndarray,
+    entry_ids: np.ndarray,
+    entry_prob: np.ndarray,
+    seed: int = 0,
+) -> np.ndarray:
+    """`balance_pairs` in numpy array passes (the reference the compiled loop is tested against): the first mixing
+    round once per pair, integer thresholds, rows in cache-sized chunks."""
+    pids, off, eids, thr, seed = _balance_inputs(pair_ids, offsets, entry_ids, entry_prob, seed)
     keep = np.zeros(len(pids), dtype=bool)
     n = len(eids)
     if n == 0:

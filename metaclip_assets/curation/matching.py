@@ -193,7 +193,6 @@ class Matcher:
 
     @property
     def _ac(self) -> ahocorasick_rs.BytesAhoCorasick:
-        # A property (not a method) so that bench/proposed_matching.py's ``matcher._ac.find_...`` keeps working.
         if self._ac_obj is None:
             self._ac_obj = ahocorasick_rs.BytesAhoCorasick(
                 [_encode(" " + e + " ") for e in self._unique], matchkind=ahocorasick_rs.MatchKind.Standard
