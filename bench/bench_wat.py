@@ -6,6 +6,10 @@ rotated each round, medians:
   ours:      `metaclip_assets.curation.wat.read_wat` (own gzip-member framing + `"IMG@/src` pre-check + orjson),
              returning the pool DataFrame (pair ids, uuids included)
   reference: `read_wat_reference` (warcio + json, every record parsed)
+  parse-only floors (no rows: no URL resolution, text cleaning, pair ids or DataFrame), to split the cost:
+    FastWARC + orjson: the issue's reference point (FastWARC framing of metadata records, orjson of the payloads
+               containing ``"IMG@/src``);
+    ours, parse only: our framing + the same pre-check + orjson.
 Exactness: ours and the reference return identical DataFrames (every row, every column) and identical stats.
 Target: ours <= 1.2x the zcat time. 1 core: POLARS_MAX_THREADS=1.
 
@@ -26,6 +30,8 @@ os.environ.setdefault("POLARS_MAX_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 from gen_wat import generate_wat  # noqa: E402
+
+import orjson  # noqa: E402
 
 from metaclip_assets.curation import wat  # noqa: E402
 
@@ -50,6 +56,28 @@ def zcat(path: Path) -> None:
         subprocess.run([exe, str(path)], stdout=null, check=True)
 
 
+def parse_only_fastwarc(path: Path) -> int:
+    from fastwarc.warc import ArchiveIterator, WarcRecordType
+
+    n = 0
+    with open(path, "rb") as f:
+        for rec in ArchiveIterator(f, record_types=WarcRecordType.metadata, parse_http=False):
+            payload = rec.reader.read()
+            if wat.IMG_MARK in payload:
+                orjson.loads(payload)
+                n += 1
+    return n
+
+
+def parse_only_ours(path: Path) -> int:
+    n = 0
+    for _, block, data, start, end in wat.iter_warc_records(path, wat.ReadStats()):
+        if (wat.warc_header(block, b"WARC-Type") or b"").lower() == b"metadata" and data.find(wat.IMG_MARK, start, end) >= 0:
+            orjson.loads(memoryview(data)[start:end])
+            n += 1
+    return n
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--mib", type=float, default=128, help="uncompressed WAT size (MiB)")
@@ -70,11 +98,14 @@ def main(argv: list[str] | None = None) -> None:
     assert fast.equals(ref), "fast WAT reader and warcio + json reference disagree"
     assert fstats.as_dict() == rstats.as_dict(), (fstats.as_dict(), rstats.as_dict())
     print(f"exactness: {fast.height:,} rows identical (all columns), stats identical: {fstats.as_dict()}")
+    assert parse_only_fastwarc(path) == parse_only_ours(path), "parse-only floors parsed different record counts"
 
     competitors = {
         "zcat > /dev/null": lambda: zcat(path),
         "ours: read_wat (own framing + pre-check + orjson)": lambda: wat.read_wat(path, **kw),
         "reference: warcio + json": lambda: wat.read_wat_reference(path, **kw),
+        "parse only: FastWARC + orjson (no rows)": lambda: parse_only_fastwarc(path),
+        "parse only: ours (no rows)": lambda: parse_only_ours(path),
     }
     times, loads = C.interleaved(competitors, args.rounds)
     med = {k: C.median(v) for k, v in times.items()}
@@ -90,7 +121,8 @@ def main(argv: list[str] | None = None) -> None:
             f"{args.seed}), {fstats.records_read:,} records, {fstats.images_seen:,} IMG links, {fast.height:,} "
             f"image-text rows; rows and stats identical; {args.rounds} rounds.\n\n{table}\n\n"
             f"Target ours <= 1.2x zcat: {ratio:.2f}x wall, {cpu[ours_k] / cpu[z]:.2f}x CPU "
-            f"({'met' if ratio <= 1.2 else 'MISSED'}); reference {med[list(med)[2]] / med[z]:.2f}x.\n")
+            f"({'met' if ratio <= 1.2 else 'MISSED'}); reference {med[list(med)[2]] / med[z]:.2f}x; parse-only floors: "
+            f"FastWARC + orjson {cpu[list(med)[3]] / cpu[z]:.2f}x, ours {cpu[list(med)[4]] / cpu[z]:.2f}x CPU.\n")
     print(body)
     if args.record:
         C.record("WAT parsing", info, body, loads)

@@ -182,7 +182,7 @@ _PAGE_SIMPLE = re.compile(
 class UrlResolver:
     """Resolves image src values against one page (its <base href> if any, else the page URL)."""
 
-    __slots__ = ("base", "_origin", "_dir", "_parses")
+    __slots__ = ("base", "_origin", "_scheme", "_dir", "_parses")
 
     def __init__(self, page_url: str, base_href: str | None = None) -> None:
         base = page_url
@@ -192,7 +192,7 @@ class UrlResolver:
             except ValueError:
                 pass
         self.base = base
-        self._origin = self._dir = None
+        self._origin = self._dir = self._scheme = None
         self._parses = True
         m = _PAGE_SIMPLE.match(base)
         if m and m.group(2).isascii():  # urlparse costs ~10 us per page; most page URLs are plain
@@ -206,7 +206,7 @@ class UrlResolver:
                 return
             scheme, netloc, path, host = parsed.scheme, parsed.netloc, parsed.path, parsed.hostname
         if scheme in ("http", "https") and host:  # results must name a host, as resolve() promises
-            self._origin = f"{scheme}://{netloc}"
+            self._origin, self._scheme = f"{scheme}://{netloc}", scheme
             # urljoin keeps the base path up to its last '/'; only plain paths take the shortcut
             if "//" not in path and "/." not in path:
                 self._dir = path[: path.rfind("/") + 1] or "/"
@@ -220,8 +220,20 @@ class UrlResolver:
         if self._origin is not None:
             if _ROOT_SIMPLE.match(src) and "/." not in src:
                 return self._origin + src
-            if self._dir is not None and _REL_SIMPLE.match(src) and "/." not in src and "//" not in src:
-                return self._origin + self._dir + src
+            if src[:2] == "//":  # protocol-relative: urljoin takes the base's scheme and changes nothing else
+                url = self._scheme + ":" + src
+                if _ABS_SIMPLE.match(url):
+                    return url
+            elif self._dir is not None:
+                ups = 0  # leading "../" segments: each drops one directory of the base (none above the root)
+                while src.startswith("../", 3 * ups):
+                    ups += 1
+                rest = src[3 * ups :] if ups else src
+                if _REL_SIMPLE.match(rest) and "/." not in rest and "//" not in rest:
+                    if not ups:
+                        return self._origin + self._dir + src
+                    dirs = self._dir.split("/")[1:-1]
+                    return self._origin + "/" + "".join(d + "/" for d in dirs[: max(0, len(dirs) - ups)]) + rest
         try:
             url = urljoin(self.base, src)
             p = urlsplit(url)
