@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 import polars as pl
 import pytest
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from metaclip_assets.curation import stages
 from metaclip_assets.curation.sample import make_sample_snapshot
@@ -21,6 +22,13 @@ BALANCE = {"ops": {"balanced_subset": {"config": {"t": 10}}}}
 def _run(instance, resources, selection, partition_key=None, run_config=None):
     return dg.materialize(curation_assets, selection=selection, partition_key=partition_key, instance=instance,
                           resources=resources, run_config=run_config or {}, raise_on_error=False)
+
+
+def _run_range(instance, resources, selection, start, end):
+    """What `dagster asset materialize --partition-range start...end` launches: one run, one step per asset."""
+    return dg.materialize(curation_assets, selection=selection, instance=instance, resources=resources,
+                          tags={ASSET_PARTITION_RANGE_START_TAG: start, ASSET_PARTITION_RANGE_END_TAG: end},
+                          raise_on_error=False)
 
 
 def _checks(result) -> dict[str, bool]:
@@ -71,6 +79,38 @@ def test_shard_with_only_garbage_fails_with_error(tmp_path):
         (evaluation,) = result.get_asset_check_evaluations()
         assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR
         assert not result.success
+
+        # Over a range the same holds: every shard's pool is recorded, the one check result fails with ERROR
+        # and names the shards, and matched_pool (the next step) never runs.
+        keys = [f"{shard}|CC-MAIN-2099-02" for shard in shard_partitions.get_partition_keys()]
+        result = _run_range(instance, resources, ["crawl_pool", "matched_pool"], keys[0], keys[-1])
+        assert not result.success
+        assert sorted(m.partition for m in result.asset_materializations_for_node("crawl_pool")) == keys
+        assert not result.asset_materializations_for_node("matched_pool")
+        (evaluation,) = result.get_asset_check_evaluations()
+        assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR
+        assert evaluation.metadata["failed_partitions"].value == keys
+
+
+def test_a_range_reports_each_check_once_with_every_partition(small_snapshot):
+    """A step emits a check once, so a ranged run gets one result per check: failed if any partition failed,
+    WARN unless one failed with ERROR, with each partition's own result in its metadata."""
+    _, resources, instance, shard_checks = small_snapshot
+    shards = shard_partitions.get_partition_keys()
+    empty = {shard for shard, evaluations in shard_checks.items() if not evaluations[0].passed}  # per-key runs
+    result = _run_range(instance, resources, ["crawl_pool"], f"{shards[0]}|{SNAPSHOT}", f"{shards[-1]}|{SNAPSHOT}")
+    assert result.success  # WARN does not block
+    mats = {m.partition: m.metadata for m in result.asset_materializations_for_node("crawl_pool")}
+    assert sorted(mats) == [f"{shard}|{SNAPSHOT}" for shard in shards]
+    assert len({md["files"].value for md in mats.values()}) > 1  # each shard's own metadata, not one for all
+    (evaluation,) = result.get_asset_check_evaluations()
+    assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN
+    assert evaluation.metadata["failed_partitions"].value == sorted(f"{shard}|{SNAPSHOT}" for shard in empty)
+    by_partition = evaluation.metadata["by_partition"].value
+    assert {p: r["passed"] for p, r in by_partition.items()} == {f"{s}|{SNAPSHOT}": s not in empty for s in shards}
+    for shard, [per_key] in shard_checks.items():  # the same result as the shard's own run
+        assert {k: v for k, v in by_partition[f"{shard}|{SNAPSHOT}"].items() if k not in ("passed", "severity")} \
+            == {k: v.value for k, v in per_key.metadata.items()}, shard
 
 
 def test_snapshot_checks_pass_on_honest_stages(small_snapshot):
