@@ -12,7 +12,9 @@ downstream asset follow by declarative automation.
 - Everything downstream of crawl_pool gets `AutomationCondition.eager()` (`with_automation`): matched_pool runs
   when its crawl_pool shard lands, entry_counts only once every shard of the snapshot has (eager waits while any
   dependency is missing or in progress), then balanced_subset, data_card, shards, checkpoint, eval.
-  `metaclip_automation` evaluates the conditions and is RUNNING by default.
+  `metaclip_automation` evaluates the conditions and is RUNNING by default. Several partitions due in one tick
+  go to one backfill, and the curation assets' single-run backfill policy (for `--partition-range`) makes each
+  contiguous range of them one run: shards that land together are matched one after another in one step.
 - `recurate_latest_schedule` re-runs crawl_pool for every shard of the most recently registered snapshot
   (weekly by default); automation carries the rest.
 
