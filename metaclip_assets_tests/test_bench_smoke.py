@@ -68,7 +68,7 @@ def test_gen_wat_layout(tmp_path):
 
 def test_bench_matching_runs_and_is_exact():
     out = run("bench_matching.py", "--entries", "3000", "--texts", "1500", "--rounds", "1", "--no-rss")
-    assert "pairs identical in (a)-(e)" in out and "| (c) ours Matcher.match_batch |" in out
+    assert "pairs identical in (a)-(f)" in out and "| (c) ours Matcher.match_batch |" in out
 
 
 def test_bench_balancing_runs_and_is_exact():

@@ -301,6 +301,21 @@ def test_match_pool_parallel_equals_serial():
     assert matching._worker_matcher is None
 
 
+def test_matcher_pool_equals_serial():
+    """Spawned workers with their own token tables: same CSR as one process, chunk order kept, empty input too."""
+    rng = random.Random(8)
+    md = _random_metadata(rng)
+    texts = [_random_text(rng) for _ in range(3000)] + ["\x00 nul", "lone \ud800 surrogate"]
+    serial = Matcher(md).match_batch(texts)
+    with matching.MatcherPool(md, workers=2, chunk_size=700) as pool:
+        got = pool.match_batch(texts)
+        empty = pool.match_batch([])
+    assert got[0].dtype == np.int64 and got[1].dtype == np.uint32
+    np.testing.assert_array_equal(got[0], serial[0])
+    np.testing.assert_array_equal(got[1], serial[1])
+    assert empty[0].tolist() == [0] and empty[1].size == 0
+
+
 # ---- real data: 5,000 LAION alt-texts against the 86,654 WordNet entries ---------------------------------------------
 
 
