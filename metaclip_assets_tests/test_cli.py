@@ -215,3 +215,24 @@ def test_bad_partition_ranges_are_refused(ranged):
     assert inverted.returncode != 0
     assert f"partition range 001|{SNAPSHOT}...000|{SNAPSHOT} selects no partition" in inverted.stdout + inverted.stderr
     assert len(_materializations(home, "crawl_pool")) == runs_before
+
+
+def test_backfill_mode_per_key_runs_every_key_alone_and_refuses_ranges(tmp_path_factory):
+    """METACLIP_BACKFILL=per_key (k8s/helm-values.yaml): every curation asset gets one run per key, so backfills
+    and automation scale out by shard, and the CLI refuses a range with Dagster's own explanation; a typo in the
+    mode stops the code location from loading with a message naming the valid modes."""
+    env, _, _ = _cli_env(tmp_path_factory, "per_key")
+    probe = ("import json; from metaclip_assets.definitions import defs; g = defs.resolve_asset_graph(); "
+             "print(json.dumps({k.to_user_string(): [g.get(k).backfill_policy.policy_type.value, "
+             "g.get(k).backfill_policy.max_partitions_per_run] for k in g.get_all_asset_keys() "
+             "if g.get(k).backfill_policy}))")
+    per_key = json.loads(run({**env, "METACLIP_BACKFILL": "per_key"}, "python", "-c", probe).stdout)
+    default = json.loads(run(env, "python", "-c", probe).stdout)
+    assert set(SHARD_ASSETS + SNAPSHOT_ASSETS) <= set(per_key) == set(default)
+    assert all(v == ["MULTI_RUN", 1] for v in per_key.values()), per_key
+    assert all(v[0] == "SINGLE_RUN" for v in default.values()), default
+    refused = materialize({**env, "METACLIP_BACKFILL": "per_key"}, "--select", "entry_counts",
+                          "--partition-range", f"{SNAPSHOT}...{SNAPSHOT2}", ok=False)
+    assert refused.returncode != 0 and "BackfillPolicy.single_run()" in refused.stderr
+    typo = run({**env, "METACLIP_BACKFILL": "per-shard"}, "python", "-c", probe, ok=False)
+    assert typo.returncode != 0 and "METACLIP_BACKFILL='per-shard'" in typo.stderr and "per_key" in typo.stderr

@@ -164,6 +164,12 @@ def test_helm_values_follow_the_chart_structure():
     assert set(deployment) <= USER_DEPLOYMENT, set(deployment) - USER_DEPLOYMENT
     assert deployment["dagsterApiGrpcArgs"] == ["-m", "metaclip_assets.definitions"] and deployment["port"] == 3030
     assert set(deployment["image"]) == {"repository", "tag", "pullPolicy"}
+    env = {e["name"]: e.get("value") for e in deployment["env"]}
+    # one run (pod) per shard for backfills and automation, and a shard count the partitions accept
+    from metaclip_assets.defs.partitions import BACKFILL_MODES, backfill_policy_from_env
+    assert env["METACLIP_BACKFILL"] == "per_key" and env["METACLIP_BACKFILL"] in BACKFILL_MODES
+    assert backfill_policy_from_env(env["METACLIP_BACKFILL"]).max_partitions_per_run == 1
+    assert int(env["METACLIP_NUM_SHARDS"]) >= 1
     launcher = values["runLauncher"]
     assert launcher["type"] == "K8sRunLauncher" and set(launcher["config"]) == {"k8sRunLauncher"}
     assert set(launcher["config"]["k8sRunLauncher"]) <= K8S_RUN_LAUNCHER

@@ -30,9 +30,24 @@ def split_key(key: dg.MultiPartitionKey) -> tuple[str, int]:
 
 
 # ---- runs over a partition range (`dagster asset materialize --partition-range`) ---------------------------
-# The CLI takes a range only when every selected asset runs all its keys in one run (and one step). This also
-# makes backfills and automation launch one run per contiguous range instead of one per key.
-one_run_per_range = dg.BackfillPolicy.single_run()
+# The CLI takes a range only when every selected asset runs all its keys in one run (and one step). That policy
+# also makes backfills and automation launch one run per contiguous range instead of one per key, which serialises
+# the shards of a snapshot in one pod. So it is chosen when the code location loads: METACLIP_BACKFILL=range (the
+# default: CLI ranges, CI, the embedded instance) or per_key (one run per key: every shard its own run/pod for
+# backfills and automation; CLI ranges are then refused). k8s/helm-values.yaml sets per_key.
+BACKFILL_MODES = {"range": dg.BackfillPolicy.single_run(), "per_key": dg.BackfillPolicy.multi_run(1)}
+
+
+def backfill_policy_from_env(value: str | None = None) -> dg.BackfillPolicy:
+    mode = (os.environ.get("METACLIP_BACKFILL", "range") if value is None else value).strip() or "range"
+    if mode not in BACKFILL_MODES:
+        raise ValueError(f"METACLIP_BACKFILL={mode!r}: expected one of {sorted(BACKFILL_MODES)} (range: one run per "
+                         "partition range, needed by `dagster asset materialize --partition-range`; per_key: one "
+                         "run per partition key, so that backfills and automation scale out shard by shard)")
+    return BACKFILL_MODES[mode]
+
+
+one_run_per_range = backfill_policy_from_env()
 
 
 def run_partition_keys(context: dg.AssetExecutionContext) -> list[str]:
