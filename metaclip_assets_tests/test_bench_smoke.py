@@ -67,8 +67,9 @@ def test_gen_wat_layout(tmp_path):
 
 
 def test_bench_matching_runs_and_is_exact():
-    out = run("bench_matching.py", "--entries", "3000", "--texts", "1500", "--rounds", "1", "--no-rss")
+    out = run("bench_matching.py", "--entries", "3000", "--texts", "1500", "--rounds", "1", "--no-rss", "--spin", "100000")
     assert "pairs identical in (a)-(f)" in out and "| (c) ours Matcher.match_batch |" in out
+    assert "The machine itself, same rounds:" in out
 
 
 def test_bench_balancing_runs_and_is_exact():
