@@ -154,3 +154,22 @@ def test_missing_shards_give_a_clear_error(tmp_path):
         with pytest.raises(Exception, match="materialize crawl_pool and matched_pool"):
             dg.materialize(curation_assets, selection="entry_counts", partition_key="CC-MAIN-2099-01",
                            instance=instance, resources=resources)
+
+
+def test_matched_pool_with_worker_processes_writes_the_same_rows(pipeline_run):
+    """`workers: 2` (a MatcherPool of spawned processes) rewrites a shard's matched parquet byte for byte in content;
+    a worker count below 1 is refused."""
+    root, _, _, instance = pipeline_run
+    storage = Storage(root)
+    shard = shard_partitions.get_partition_keys()[0]
+    key = dg.MultiPartitionKey({"snapshot": SNAPSHOT, "shard": shard})
+    path = layout.matched_key(SNAPSHOT, int(shard), NUM_SHARDS)
+    before = storage.read_parquet(path)
+    resources = {"curation_storage": CurationStorage(data_root=str(root))}
+    result = _materialize(instance, resources, "matched_pool", key,
+                          run_config={"ops": {"matched_pool": {"config": {"workers": 2}}}})
+    assert storage.read_parquet(path).equals(before)
+    assert _metadata(result, "matched_pool")["dagster/row_count"] == len(before)
+    with pytest.raises(Exception, match="workers must be >= 1"):
+        _materialize(instance, resources, "matched_pool", key,
+                     run_config={"ops": {"matched_pool": {"config": {"workers": 0}}}})

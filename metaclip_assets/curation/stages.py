@@ -20,7 +20,7 @@ from metaclip_assets.curation.balancing import (
     entry_probabilities,
     keep_probability,
 )
-from metaclip_assets.curation.matching import Matcher
+from metaclip_assets.curation.matching import Matcher, MatcherPool
 
 ENTRY_IDS = "entry_ids"
 # Which of several identical (url, text) pairs survives: the first by provenance, whatever the sharding.
@@ -41,8 +41,10 @@ class MatchStats:
         return {**asdict(self), "match_rate": round(self.match_rate, 6)}
 
 
-def match_pool(pool: pl.DataFrame, matcher: Matcher) -> tuple[pl.DataFrame, MatchStats]:
-    """Pool rows that match at least one entry, with their sorted entry ids as a List(UInt32) column."""
+def match_pool(pool: pl.DataFrame, matcher: Matcher | MatcherPool) -> tuple[pl.DataFrame, MatchStats]:
+    """Pool rows that match at least one entry, with their sorted entry ids as a List(UInt32) column.
+
+    `matcher` is a Matcher or a MatcherPool (same `match_batch` output, over several processes)."""
     offsets, ids = matcher.match_batch(pool["text"].to_list())
     lengths = np.diff(offsets)
     rows = np.flatnonzero(lengths)
