@@ -1,8 +1,9 @@
 """The candidate pool: one row per (image URL, text) found in Common Crawl WAT / WARC files.
 
 This module owns the shared vocabulary of the readers (`POOL_SCHEMA`, `ReadStats`, the skip
-reason codes, pair ids, URL resolution) and the two entry points the Dagster layer calls:
-`read_source_file` (one file) and `build_pool` (many files, deduplicated).
+reason codes, pair ids, URL resolution, the per-file `FileRead` scaffolding) and the two entry
+points the Dagster layer calls: `read_source_file` (one file) and `build_pool` (many files,
+deduplicated).
 The format readers live in `wat.py` (WAT JSON) and `warc_html.py` (WARC HTML); they import
 from here, so this module imports them lazily inside `read_source_file` to avoid a cycle.
 """
@@ -10,9 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urljoin, urlparse, urlsplit
 
 import numpy as np
@@ -96,6 +98,7 @@ class ReadStats:
 
 
 ProgressFn = Callable[[ReadStats], None]
+T = TypeVar("T")
 
 
 def empty_pool() -> pl.DataFrame:
@@ -158,6 +161,44 @@ class PoolColumns:
             "source_format": [source_format] * n,
         }
         return pl.DataFrame(data, schema=POOL_SCHEMA)
+
+
+class FileRead:
+    """Scaffolding of one file read shared by the readers: counters, column buffers, progress, frame.
+
+    The reader keeps its per-record logic and loops over `records(...)`; `finish` builds the result.
+    """
+
+    __slots__ = ("stats", "cols", "progress", "progress_every")
+
+    def __init__(self, progress: ProgressFn | None = None, progress_every: int = PROGRESS_EVERY) -> None:
+        self.stats = ReadStats(files=1)
+        self.cols = PoolColumns()
+        self.progress = progress
+        self.progress_every = progress_every
+
+    def records(self, records: Iterator[T]) -> Iterator[T]:
+        """`records`, calling `progress` every `progress_every` records read (as counted in `stats`)."""
+        if self.progress is None:  # no wrapper: nothing is added per record when nobody listens
+            return records
+        return self._reporting(records)
+
+    def _reporting(self, records: Iterator[T]) -> Iterator[T]:
+        stats, cols, progress, every = self.stats, self.cols, self.progress, self.progress_every
+        next_report = every
+        for record in records:
+            if stats.records_read >= next_report:
+                stats.pairs = len(cols)  # live count for the progress log
+                progress(stats)
+                next_report += every
+            yield record
+
+    def finish(self, *, snapshot: str, source_name: str, source_format: str) -> tuple[pl.DataFrame, ReadStats]:
+        """Final progress report and the (pool rows, stats) a reader returns."""
+        self.stats.pairs = len(self.cols)
+        if self.progress is not None:
+            self.progress(self.stats)
+        return self.cols.to_frame(snapshot=snapshot, source_file=source_name, source_format=source_format), self.stats
 
 
 # --- image URL resolution --------------------------------------------------------------------

@@ -27,7 +27,7 @@ from pathlib import Path
 import polars as pl
 from selectolax.lexbor import LexborHTMLParser
 
-from .pool import PROGRESS_EVERY, TEXT_KEYS, PoolColumns, ProgressFn, ReadStats, UrlResolver, strip_angle
+from .pool import PROGRESS_EVERY, TEXT_KEYS, FileRead, PoolColumns, ProgressFn, ReadStats, UrlResolver, strip_angle
 from .wat import header_str, iter_warc_records, warc_header
 
 HTML_MIME_TYPES = frozenset({"text/html", "application/xhtml+xml"})
@@ -220,14 +220,9 @@ def read_warc_html(
     progress_every: int = PROGRESS_EVERY,
 ) -> tuple[pl.DataFrame, ReadStats]:
     """Rows from every HTML response record of a *.warc.gz file, in file order."""
-    stats = ReadStats(files=1)
-    cols = PoolColumns()
-    next_report = progress_every
-    for offset, block, data, start, end in iter_warc_records(path, stats):
-        if progress is not None and stats.records_read >= next_report:
-            stats.pairs = len(cols)  # live count for the progress log
-            progress(stats)
-            next_report += progress_every
+    read = FileRead(progress, progress_every)
+    stats, cols = read.stats, read.cols
+    for offset, block, data, start, end in read.records(iter_warc_records(path, stats)):
         if (warc_header(block, b"WARC-Type") or b"").lower() != b"response":
             continue
         page_url = strip_angle(header_str(block, b"WARC-Target-URI") or "")
@@ -253,7 +248,4 @@ def read_warc_html(
             stats.skip("bad_encoding")
             continue
         rows_from_html(html, page_url, header_str(block, b"WARC-Date"), offset, cols, stats)
-    stats.pairs = len(cols)
-    if progress is not None:
-        progress(stats)
-    return cols.to_frame(snapshot=snapshot, source_file=source_name, source_format="warc"), stats
+    return read.finish(snapshot=snapshot, source_name=source_name, source_format="warc")

@@ -34,6 +34,7 @@ import polars as pl
 from .pool import (
     PROGRESS_EVERY,
     TEXT_KEYS,
+    FileRead,
     PoolColumns,
     ProgressFn,
     ReadStats,
@@ -332,14 +333,9 @@ def read_wat(
     progress_every: int = PROGRESS_EVERY,
 ) -> tuple[pl.DataFrame, ReadStats]:
     """Fast WAT reader: own framing + pre-check + orjson. Rows in file order."""
-    stats = ReadStats(files=1)
-    cols = PoolColumns()
-    next_report = progress_every
-    for offset, block, data, start, end in iter_warc_records(path, stats):
-        if progress is not None and stats.records_read >= next_report:
-            stats.pairs = len(cols)  # live count for the progress log
-            progress(stats)
-            next_report += progress_every
+    read = FileRead(progress, progress_every)
+    stats, cols = read.stats, read.cols  # locals: the loop below runs ~150k times per CC file
+    for offset, block, data, start, end in read.records(iter_warc_records(path, stats)):
         if (warc_header(block, b"WARC-Type") or b"").lower() != b"metadata":
             continue
         # Records without an IMG link cannot yield rows: skip their JSON parse (~2/3 of CC
@@ -359,10 +355,7 @@ def read_wat(
         rows_from_wat_json(
             doc, header_str(block, b"WARC-Target-URI"), header_str(block, b"WARC-Date"), offset, cols, stats
         )
-    stats.pairs = len(cols)
-    if progress is not None:
-        progress(stats)
-    return cols.to_frame(snapshot=snapshot, source_file=source_name, source_format="wat"), stats
+    return read.finish(snapshot=snapshot, source_name=source_name, source_format="wat")
 
 
 def read_wat_reference(path: Path, *, snapshot: str, source_name: str) -> tuple[pl.DataFrame, ReadStats]:
@@ -373,8 +366,8 @@ def read_wat_reference(path: Path, *, snapshot: str, source_name: str) -> tuple[
     """
     from warcio.archiveiterator import ArchiveIterator
 
-    stats = ReadStats(files=1)
-    cols = PoolColumns()
+    read = FileRead()
+    stats, cols = read.stats, read.cols
     with open(path, "rb") as f:
         it = ArchiveIterator(f)
         try:
@@ -394,5 +387,4 @@ def read_wat_reference(path: Path, *, snapshot: str, source_name: str) -> tuple[
                 )
         except Exception:  # warcio raises assorted types (ArchiveLoadFailed, zlib.error, EOFError)
             stats.skip("bad_warc")
-    stats.pairs = len(cols)
-    return cols.to_frame(snapshot=snapshot, source_file=source_name, source_format="wat"), stats
+    return read.finish(snapshot=snapshot, source_name=source_name, source_format="wat")
