@@ -11,35 +11,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
-
-from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
 
 from metaclip_assets.evaluation.runner import EvalConfig
+from metaclip_assets.training import pipes_entry
 
 CHECK_FINITE = "metrics_finite_and_in_range"
 CHECK_REGRESSION = "no_regression"
 
 
-def _parse_value(text: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
 def build_config(args: argparse.Namespace, extra: dict | None = None, partition_key: str | None = None) -> EvalConfig:
-    data: dict = {}
-    if args.config:
-        text = args.config if args.config.lstrip().startswith("{") else Path(args.config).read_text()
-        data.update(json.loads(text))
-    data.update(extra or {})
-    for item in args.set or []:
-        key, _, value = item.partition("=")
-        data[key] = _parse_value(value)
-    if partition_key and "snapshot" not in data:
-        data["snapshot"] = partition_key
-    return EvalConfig.from_dict(data)
+    return EvalConfig.from_dict(pipes_entry.config_data(args, extra, partition_key))
 
 
 def _f(x: float) -> dict:
@@ -91,28 +72,24 @@ def check_metadata(check: dict) -> dict:
 def main(argv: list[str] | None = None) -> int:
     from metaclip_assets.evaluation.runner import Evaluator  # torch is imported after argument errors are reported
 
-    parser = argparse.ArgumentParser(prog="python -m metaclip_assets.evaluation", description=__doc__)
-    parser.add_argument("--config", help="JSON file, or inline JSON, with EvalConfig fields")
-    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one field (JSON value)")
-    args = parser.parse_args(argv)
-
-    if not PipesEnvVarParamsLoader().is_dagster_pipes_process():
-        result = Evaluator(build_config(args), log=lambda m: print(m, flush=True)).run()
+    def standalone(cfg: EvalConfig) -> int:
+        result = Evaluator(cfg, log=lambda m: print(m, flush=True)).run()
         print(result["markdown"])
         print(json.dumps({k: v for k, v in result.items() if k not in ("markdown", "heatmap_png")}, indent=2))
         return 0 if result["finite"]["passed"] else 1
 
-    with open_dagster_pipes() as pipes:
-        extras = pipes.extras
-        cfg = build_config(args, extras.get("eval_config"), pipes.partition_key if pipes.is_partition_step else None)
+    def with_pipes(pipes, cfg: EvalConfig) -> None:
         result = Evaluator(cfg, log=pipes.log.info).run()
         pipes.report_asset_materialization(metadata=materialization_metadata(result))
         pipes.report_asset_check(CHECK_FINITE, passed=result["finite"]["passed"],
                                  metadata=check_metadata(result["finite"]))
         pipes.report_asset_check(CHECK_REGRESSION, passed=result["regression"]["passed"],
-                                 severity=extras.get("regression_severity", "WARN"),
+                                 severity=pipes.extras.get("regression_severity", "WARN"),
                                  metadata=check_metadata(result["regression"]))
-    return 0
+
+    return pipes_entry.run(argv, prog="python -m metaclip_assets.evaluation", description=__doc__,
+                           config_name="EvalConfig", extra_key="eval_config", build_config=build_config,
+                           standalone=standalone, with_pipes=with_pipes)
 
 
 if __name__ == "__main__":

@@ -10,32 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
-from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
-
+from metaclip_assets.training import pipes_entry
 from metaclip_assets.training.config import TrainConfig
 
 
-def _parse_value(text: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text  # bare strings need no quotes: --set model=ViT-B-32-quickgelu
-
-
 def build_config(args: argparse.Namespace, extra: dict | None = None, partition_key: str | None = None) -> TrainConfig:
-    data: dict = {}
-    if args.config:
-        text = args.config if args.config.lstrip().startswith("{") else Path(args.config).read_text()
-        data.update(json.loads(text))
-    data.update(extra or {})
-    for item in args.set or []:
-        key, _, value = item.partition("=")
-        data[key] = _parse_value(value)
-    if partition_key and "snapshot" not in data:
-        data["snapshot"] = partition_key
-    return TrainConfig.from_dict(data)
+    return TrainConfig.from_dict(pipes_entry.config_data(args, extra, partition_key))
 
 
 def materialization_metadata(result: dict) -> dict:
@@ -65,19 +46,12 @@ def materialization_metadata(result: dict) -> dict:
 def main(argv: list[str] | None = None) -> int:
     from metaclip_assets.training.loop import Trainer  # torch is imported after argument errors are reported
 
-    parser = argparse.ArgumentParser(prog="python -m metaclip_assets.training", description=__doc__)
-    parser.add_argument("--config", help="JSON file, or inline JSON, with TrainConfig fields")
-    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one field (JSON value)")
-    args = parser.parse_args(argv)
-
-    if not PipesEnvVarParamsLoader().is_dagster_pipes_process():
-        result = Trainer(build_config(args), log=lambda m: print(m, flush=True)).run()
+    def standalone(cfg: TrainConfig) -> int:
+        result = Trainer(cfg, log=lambda m: print(m, flush=True)).run()
         print(json.dumps({k: v for k, v in result.items() if k != "loss_curve"}, indent=2))
         return 0
 
-    with open_dagster_pipes() as pipes:
-        cfg = build_config(args, pipes.get_extra("train_config") if "train_config" in pipes.extras else None,
-                           pipes.partition_key if pipes.is_partition_step else None)
+    def with_pipes(pipes, cfg: TrainConfig) -> None:
         try:
             result = Trainer(cfg, log=pipes.log.info).run()
         except FloatingPointError as exc:  # report the failed check before the step fails
@@ -87,7 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         pipes.report_asset_check("loss_finite", passed=result["loss_finite"],
                                  metadata={"final_loss": {"raw_value": result["final_loss"], "type": "float"},
                                            "steps": {"raw_value": result["steps"], "type": "int"}})
-    return 0
+
+    return pipes_entry.run(argv, prog="python -m metaclip_assets.training", description=__doc__,
+                           config_name="TrainConfig", extra_key="train_config", build_config=build_config,
+                           standalone=standalone, with_pipes=with_pipes)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,73 @@
+"""Bootstrapping shared by the `python -m` entry points of training and evaluation.
+
+Both take `--config` (a JSON file, or inline JSON) and repeated `--set key=value`. Launched by their Dagster asset
+(Pipes) they read the config from a Pipes extra, default `snapshot` to the partition key and report back through
+the Pipes session, which also reports an exception before the process exits with it; launched by hand they run
+standalone and the entry point decides the exit code.
+Lives in the training package because the training image ships only that package (k8s/Dockerfile.train).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from dagster_pipes import PipesContext, PipesEnvVarParamsLoader, open_dagster_pipes
+
+C = TypeVar("C")
+
+
+def _parse_value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text  # bare strings need no quotes: --set model=ViT-B-32-quickgelu
+
+
+def config_data(args: argparse.Namespace, extra: dict | None = None, partition_key: str | None = None) -> dict:
+    """The config fields, later sources winning: --config, the Pipes extra, --set; then the partition snapshot."""
+    data: dict = {}
+    if args.config:
+        text = args.config if args.config.lstrip().startswith("{") else Path(args.config).read_text()
+        data.update(json.loads(text))
+    data.update(extra or {})
+    for item in args.set or []:
+        key, _, value = item.partition("=")
+        data[key] = _parse_value(value)
+    if partition_key and "snapshot" not in data:
+        data["snapshot"] = partition_key
+    return data
+
+
+def run(
+    argv: list[str] | None,
+    *,
+    prog: str,
+    description: str | None,
+    config_name: str,
+    extra_key: str,
+    build_config: Callable[..., C],
+    standalone: Callable[[C], int],
+    with_pipes: Callable[[PipesContext, C], Any],
+) -> int:
+    """Parse the command line, then run `with_pipes` inside the Pipes session or `standalone` without one.
+
+    `build_config(args, extra=None, partition_key=None)` turns the arguments into the config; under Pipes it runs
+    inside the session, so a bad config is reported to the run too. The exit code is 0 under Pipes (a failure
+    raises), `standalone`'s otherwise.
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--config", help=f"JSON file, or inline JSON, with {config_name} fields")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one field (JSON value)")
+    args = parser.parse_args(argv)
+
+    if not PipesEnvVarParamsLoader().is_dagster_pipes_process():
+        return standalone(build_config(args))
+
+    with open_dagster_pipes() as pipes:
+        cfg = build_config(args, pipes.extras.get(extra_key), pipes.partition_key if pipes.is_partition_step else None)
+        with_pipes(pipes, cfg)
+    return 0
