@@ -264,17 +264,12 @@ def rows_from_wat_json(
         return
     page_url = strip_angle(page_url)
     base = head.get("Base")
-    resolve = UrlResolver(page_url, base if isinstance(base, str) else None).resolve
+    resolver = UrlResolver(page_url, base if isinstance(base, str) else None)
     stats.pages_with_images += 1
     stats.images_seen += len(images)
-    # The hot loop of the reader (~50k links per 64 MiB of WAT): bound methods and inlined ASCII tests
-    # instead of helper calls; the logic is that of the helpers named in the comments.
-    urls, texts, keys, offsets, pages, times = (cols.url.append, cols.text.append, cols.text_key.append,
-                                                cols.record_offset.append, cols.page_url.append,
-                                                cols.fetch_time.append)
     for link in images:
         src = link["url"]
-        if not isinstance(src, str) or (not src.isascii() and has_surrogates(src)):
+        if not isinstance(src, str) or has_surrogates(src):
             stats.skip("bad_url")
             continue
         src = src.strip()
@@ -284,27 +279,22 @@ def rows_from_wat_json(
         if src[:5].lower() == "data:":  # inline image bytes: nothing to fetch
             stats.count("data_uri")
             continue
-        url = resolve(src)
+        url = resolver.resolve(src)
         if url is None:
             stats.skip("bad_url")
             continue
         added = False
         for key in TEXT_KEYS:
             value = link.get(key)
-            if value.__class__ is not str and not isinstance(value, str):
+            if not isinstance(value, str):
                 continue
             text = value.replace("\n", " ").replace("\r", " ").strip()  # = clean_wat_text, inlined
             if not text:
                 continue
-            if not text.isascii() and has_surrogates(text):
+            if has_surrogates(text):
                 stats.skip("bad_encoding")
                 continue
-            urls(url)  # = cols.append(url, text, key, offset, page_url, fetch_time)
-            texts(text)
-            keys(key)
-            offsets(offset)
-            pages(page_url)
-            times(fetch_time)
+            cols.append(url, text, key, offset, page_url, fetch_time)
             added = True
         if not added:
             stats.count("no_text")
