@@ -79,6 +79,15 @@ def _mix64(z: np.ndarray) -> np.ndarray:
     return z
 
 
+def _mixed_seed(seed: int) -> np.uint64:
+    """``s = mix(seed ^ SALT)`` of the draw formula, for a seed in [0, 2**64)."""
+    seed = int(seed)
+    if not 0 <= seed < 2**64:
+        raise ValueError("seed must be in [0, 2**64)")
+    with np.errstate(over="ignore"):  # wraparound is intended
+        return _mix64(np.array([seed], dtype=np.uint64) ^ _SEED_SALT)[0]
+
+
 def pair_entry_uniforms(pair_ids: np.ndarray, entry_ids: np.ndarray, seed: int = 0) -> np.ndarray:
     """One uniform draw in [0, 1) per (pair, entry), a pure function of ``(pair_id, entry_id, seed)``.
 
@@ -94,15 +103,12 @@ def pair_entry_uniforms(pair_ids: np.ndarray, entry_ids: np.ndarray, seed: int =
     Two full mixing rounds decorrelate draws of the same pair across entries and of the same entry across pairs
     (pair ids are themselves blake2b hashes, but nothing here relies on that).
     """
-    seed = int(seed)
-    if not 0 <= seed < 2**64:
-        raise ValueError("seed must be in [0, 2**64)")
+    s = _mixed_seed(seed)
     p = np.asarray(pair_ids, dtype=np.uint64)
     e = np.asarray(entry_ids, dtype=np.uint64)
     if p.shape != e.shape:
         raise ValueError(f"pair_ids {p.shape} and entry_ids {e.shape} must have the same shape")
     with np.errstate(over="ignore"):  # wraparound is intended
-        s = _mix64(np.array([seed], dtype=np.uint64) ^ _SEED_SALT)
         h = _mix64(p ^ s)  # p ^ s is a fresh array, safe to mix in place
         k = e + np.uint64(1)
         k *= _GAMMA
@@ -154,12 +160,10 @@ def _balance_inputs(pair_ids, offsets, entry_ids, entry_prob, seed):
     off = _check_csr(offsets, entry_ids)
     if len(pids) != len(off) - 1:
         raise ValueError(f"{len(pids)} pair ids but {len(off) - 1} rows in offsets")
-    seed = int(seed)
-    if not 0 <= seed < 2**64:
-        raise ValueError("seed must be in [0, 2**64)")
+    s = _mixed_seed(seed)
     thr = _keep_thresholds(np.asarray(entry_prob, dtype=np.float64))
     eids = _entry_id_array(entry_ids, len(thr))
-    return pids, np.ascontiguousarray(off), eids, thr, seed
+    return pids, np.ascontiguousarray(off), eids, thr, s
 
 
 def balance_pairs(
@@ -176,9 +180,7 @@ def balance_pairs(
     `pair_entry_uniforms`, compared as integers (`_keep_thresholds`), in one compiled pass over the rows
     (`_balance_kernels.balance_rows`); `balance_pairs_numpy` is the same computation in numpy.
     """
-    pids, off, eids, thr, seed = _balance_inputs(pair_ids, offsets, entry_ids, entry_prob, seed)
-    with np.errstate(over="ignore"):
-        s = _mix64(np.array([seed], dtype=np.uint64) ^ _SEED_SALT)[0]
+    pids, off, eids, thr, s = _balance_inputs(pair_ids, offsets, entry_ids, entry_prob, seed)
     return _kernels.balance_rows(pids, off, eids, thr, s)
 
 
@@ -191,13 +193,12 @@ def balance_pairs_numpy(
 ) -> np.ndarray:
     """`balance_pairs` in numpy array passes (the reference the compiled loop is tested against): the first mixing
     round once per pair, integer thresholds, rows in cache-sized chunks."""
-    pids, off, eids, thr, seed = _balance_inputs(pair_ids, offsets, entry_ids, entry_prob, seed)
+    pids, off, eids, thr, s = _balance_inputs(pair_ids, offsets, entry_ids, entry_prob, seed)
     keep = np.zeros(len(pids), dtype=bool)
     n = len(eids)
     if n == 0:
         return keep
     with np.errstate(over="ignore"):  # wraparound is intended
-        s = _mix64(np.array([seed], dtype=np.uint64) ^ _SEED_SALT)[0]
         h1 = pids ^ s  # mix(pair_id ^ s): once per pair
         _mix_inplace(h1, np.empty_like(h1))
         kg = np.arange(1, len(thr) + 1, dtype=np.uint64) * _GAMMA  # (e + 1) * GAMMA per entry id
