@@ -118,10 +118,9 @@ def matched_pool(context: dg.AssetExecutionContext, curation_storage: CurationSt
     if config.workers < 1:
         raise ValueError(f"workers must be >= 1, got {config.workers}")
     started = time.perf_counter()
-    # one matcher (or pool of workers) for every shard of a ranged run
-    matcher = MatcherPool(entries, config.workers) if config.workers > 1 else Matcher(entries)
-    build_s = time.perf_counter() - started
-    with matcher if config.workers > 1 else nullcontext(matcher):
+    # one matcher (or pool of workers, stopped on exit) for every shard of a ranged run
+    with MatcherPool(entries, config.workers) if config.workers > 1 else nullcontext(Matcher(entries)) as matcher:
+        build_s = time.perf_counter() - started
         return materialize_each(context, keys, lambda key: _match_shard(
             context, storage, matcher, sha, build_s, *split_key(key)))
 
