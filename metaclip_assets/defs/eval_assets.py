@@ -17,7 +17,12 @@ from pydantic import Field
 
 from metaclip_assets.defs.partitions import SNAPSHOT_PARTITIONS_NAME, snapshot_partitions
 from metaclip_assets.defs.resources import CurationStorage
-from metaclip_assets.defs.training_assets import ClipTrainingConfig, TrainingLauncher, build_train_config
+from metaclip_assets.defs.training_assets import (
+    ClipTrainingConfig,
+    TrainingLauncher,
+    build_train_config,
+    relay_results,
+)
 
 EVAL_MODULE = "metaclip_assets.evaluation"
 CHECK_FINITE = "metrics_finite_and_in_range"  # same names as metaclip_assets.evaluation.__main__ reports
@@ -162,19 +167,9 @@ def eval_metrics(context: dg.AssetExecutionContext, config: EvalMetricsConfig, t
     invocation = training_launcher.launch(
         context, {"eval_config": eval_config, "regression_severity": config.regression_severity},
         module=EVAL_MODULE, gpu=config.gpu_pod, component="evaluation")
-    results = invocation.get_results(implicit_materializations=False)
-    if not any(isinstance(r, dg.MaterializeResult) for r in results):
-        raise RuntimeError("the evaluation process exited without reporting a materialization")
-    for r in results:
-        if isinstance(r, dg.MaterializeResult):
-            yield dg.MaterializeResult(
-                asset_key=r.asset_key, check_results=r.check_results, data_version=r.data_version,
-                metadata={**(r.metadata or {}), "launcher": training_launcher.mode,
-                          "output_dir": dg.MetadataValue.path(eval_config["output_dir"]),
-                          "eval_config": dg.MetadataValue.json(eval_config)},
-            )
-        else:
-            yield r
+    yield from relay_results(invocation, "evaluation", {
+        "launcher": training_launcher.mode, "output_dir": dg.MetadataValue.path(eval_config["output_dir"]),
+        "eval_config": dg.MetadataValue.json(eval_config)})
 
 
 eval_assets = [eval_metrics]

@@ -137,6 +137,20 @@ class TrainingLauncher(dg.ConfigurableResource):
         raise ValueError(f"TrainingLauncher.mode must be 'local' or 'k8s', got {self.mode!r}")
 
 
+def relay_results(invocation: dg.PipesClientCompletedInvocation, component: str, metadata: dict[str, Any]):
+    """The Pipes process's results, its materialization with `metadata` added (the launch details shown in the
+    UI). A process that reported no materialization failed silently: an error, not an empty step."""
+    results = invocation.get_results(implicit_materializations=False)
+    if not any(isinstance(r, dg.MaterializeResult) for r in results):
+        raise RuntimeError(f"the {component} process exited without reporting a materialization")
+    for r in results:
+        if isinstance(r, dg.MaterializeResult):
+            yield dg.MaterializeResult(asset_key=r.asset_key, check_results=r.check_results,
+                                       data_version=r.data_version, metadata={**(r.metadata or {}), **metadata})
+        else:
+            yield r
+
+
 class ClipTrainingConfig(dg.Config):
     """The recipe; defaults are OpenAI's / MetaCLIP's except the model and budget, which suit the CPU sample."""
 
@@ -201,16 +215,6 @@ def clip_checkpoint(context: dg.AssetExecutionContext, config: ClipTrainingConfi
     context.log.info(f"training {config.model} on {snapshot} (t={len(train_config['earlier_snapshots'])}, "
                      f"{config.strategy}, warm start {train_config['warm_start_from']}) via {training_launcher.mode}")
     invocation = training_launcher.launch(context, extras={"train_config": train_config})
-    results = invocation.get_results(implicit_materializations=False)
-    if not any(isinstance(r, dg.MaterializeResult) for r in results):
-        raise RuntimeError("the training process exited without reporting a materialization")
-    for r in results:
-        if isinstance(r, dg.MaterializeResult):
-            yield dg.MaterializeResult(
-                asset_key=r.asset_key, check_results=r.check_results, data_version=r.data_version,
-                metadata={**(r.metadata or {}), "launcher": training_launcher.mode,
-                          "output_dir": dg.MetadataValue.path(train_config["output_dir"]),
-                          "train_config": dg.MetadataValue.json(train_config)},
-            )
-        else:
-            yield r
+    yield from relay_results(invocation, "training", {
+        "launcher": training_launcher.mode, "output_dir": dg.MetadataValue.path(train_config["output_dir"]),
+        "train_config": dg.MetadataValue.json(train_config)})
