@@ -20,6 +20,11 @@ from urllib.parse import urljoin, urlparse, urlsplit
 import numpy as np
 import polars as pl
 
+try:  # compiled pair ids / uuids and WAT rows (_watscan.c), built by `pip install`
+    from . import _watscan
+except ImportError:  # pragma: no cover - a source checkout that was never installed
+    _watscan = None
+
 POOL_SCHEMA: dict[str, pl.DataType] = {
     "pair_id": pl.UInt64,
     "image_uuid": pl.Utf8,
@@ -145,10 +150,15 @@ class PoolColumns:
         n = len(self.url)
         if n == 0:
             return empty_pool()
-        memo: dict[str, str] = {}  # several texts per image: hash each URL once
-        uuids = [memo.get(u) or memo.setdefault(u, image_uuid(u)) for u in self.url]
+        if _watscan is not None:  # the same hashes in one compiled loop (~3x faster; test_watscan.py)
+            raw, uuids = _watscan.ids(self.url, self.text)
+            ids = np.frombuffer(raw, dtype="<u8")
+        else:
+            ids = pair_ids(self.url, self.text)
+            memo: dict[str, str] = {}  # several texts per image: hash each URL once
+            uuids = [memo.get(u) or memo.setdefault(u, image_uuid(u)) for u in self.url]
         data = {
-            "pair_id": pl.Series(pair_ids(self.url, self.text), dtype=pl.UInt64),
+            "pair_id": pl.Series(ids, dtype=pl.UInt64),
             "image_uuid": uuids,
             "url": self.url,
             "text": self.text,
@@ -251,6 +261,10 @@ class UrlResolver:
             # urljoin keeps the base path up to its last '/'; only plain paths take the shortcut
             if "//" not in path and "/." not in path:
                 self._dir = path[: path.rfind("/") + 1] or "/"
+
+    def shortcut_parts(self) -> tuple[bool, str | None, str | None, str | None]:
+        """(parses, origin, scheme, dir): the state resolve()'s shortcuts read, for the compiled copy in _watscan.c."""
+        return self._parses, self._origin, self._scheme, self._dir
 
     def resolve(self, src: str) -> str | None:
         """Absolute http(s) URL for `src` (already stripped), or None if it has none."""

@@ -31,6 +31,11 @@ from pathlib import Path
 import orjson
 import polars as pl
 
+try:  # the compiled row builder (_watscan.c), built by `pip install`; the Python path is its reference
+    from . import _watscan
+except ImportError:  # pragma: no cover - e.g. a source checkout that was never installed
+    _watscan = None
+
 from .pool import (
     PROGRESS_EVERY,
     TEXT_KEYS,
@@ -166,25 +171,30 @@ def parse_warc_record(data: bytes, pos: int = 0) -> tuple[bytes, int, int]:
     return block, start, end
 
 
-def iter_warc_records(path: Path, stats: ReadStats) -> Iterator[tuple[int, bytes, bytes, int, int]]:
-    """Yield (offset, header block, member data, payload start, payload end) per valid WARC record.
+def member_records(offset: int, data: bytes, stats: ReadStats) -> Iterator[tuple[int, bytes, bytes, int, int]]:
+    """Yield (offset, header block, member data, payload start, payload end) per valid WARC record of one member.
 
     Counts records_read. Several records in one member (not CC's layout, but legal) share the
     member's offset. A broken record costs the rest of its member (no way to find the next one).
     """
+    pos, size = 0, len(data)
+    while pos < size:
+        try:
+            block, start, end = parse_warc_record(data, pos)
+        except BadRecord:
+            stats.skip("bad_warc")
+            break
+        stats.records_read += 1
+        yield offset, block, data, start, end
+        pos = end
+        while data.startswith(b"\r\n", pos):  # record trailer (and stray blank lines)
+            pos += 2
+
+
+def iter_warc_records(path: Path, stats: ReadStats) -> Iterator[tuple[int, bytes, bytes, int, int]]:
+    """member_records over every gzip member of the file."""
     for offset, data in iter_gzip_members(path, stats):
-        pos, size = 0, len(data)
-        while pos < size:
-            try:
-                block, start, end = parse_warc_record(data, pos)
-            except BadRecord:
-                stats.skip("bad_warc")
-                break
-            stats.records_read += 1
-            yield offset, block, data, start, end
-            pos = end
-            while data.startswith(b"\r\n", pos):  # record trailer (and stray blank lines)
-                pos += 2
+        yield from member_records(offset, data, stats)
 
 
 def header_str(block: bytes, name: bytes) -> str | None:
@@ -238,10 +248,31 @@ def _image_links(doc) -> tuple[list[dict], dict, dict] | None:
     return images, env, node
 
 
+def page_context(
+    stats: ReadStats, target: object, date: object, base: object, n_images: int, uri_header, date_header
+) -> tuple[str, str | None, UrlResolver] | None:
+    """(page URL, fetch time, resolver) of a record with `n_images` image links, or None if it is skipped.
+
+    `target`/`date` are the envelope's WARC-Target-URI / WARC-Date values (falling back to the WAT
+    record's own headers), `base` the Head's Base. Shared by the Python and the compiled row builders.
+    """
+    page_url = target or uri_header
+    # the envelope's WARC-Date is the capture time; the WAT record's own date is extraction time
+    fetch_time = date or date_header
+    if not isinstance(page_url, str) or not page_url.strip() or not isinstance(fetch_time, (str, type(None))):
+        stats.skip("missing_field")
+        return None
+    page_url = strip_angle(page_url)
+    resolver = UrlResolver(page_url, base if isinstance(base, str) else None)
+    stats.pages_with_images += 1
+    stats.images_seen += n_images
+    return page_url, fetch_time, resolver
+
+
 def rows_from_wat_json(
     doc, uri_header: str | None, date_header: str | None, offset: int, cols: PoolColumns, stats: ReadStats
 ) -> None:
-    """Append the rows of one parsed WAT payload to `cols` (shared by the fast and reference readers).
+    """Append the rows of one parsed WAT payload to `cols` (the reference reader's and the fallback path).
 
     Request/warcinfo/non-HTML records simply have no Links: not an error. A record is skipped
     whole (missing_field) when its JSON does not have the shape of a WAT record, its Links are
@@ -253,20 +284,17 @@ def rows_from_wat_json(
             return
         images, env, html = found
         warc_md = _get_dict(env, "WARC-Header-Metadata") or {}
-        page_url = warc_md.get("WARC-Target-URI") or uri_header
-        # the envelope's WARC-Date is the capture time; the WAT record's own date is extraction time
-        fetch_time = warc_md.get("WARC-Date") or date_header
         head = _get_dict(html, "Head") or {}
-        if not isinstance(page_url, str) or not page_url.strip() or not isinstance(fetch_time, (str, type(None))):
-            raise _Malformed
     except _Malformed:
         stats.skip("missing_field")
         return
-    page_url = strip_angle(page_url)
-    base = head.get("Base")
-    resolver = UrlResolver(page_url, base if isinstance(base, str) else None)
-    stats.pages_with_images += 1
-    stats.images_seen += len(images)
+    page = page_context(
+        stats, warc_md.get("WARC-Target-URI"), warc_md.get("WARC-Date"), head.get("Base"), len(images),
+        uri_header, date_header,
+    )
+    if page is None:
+        return
+    page_url, fetch_time, resolver = page
     for link in images:
         src = link["url"]
         if not isinstance(src, str) or has_surrogates(src):
@@ -331,18 +359,56 @@ def read_wat(
     source_name: str,
     progress: ProgressFn | None = None,
     progress_every: int = PROGRESS_EVERY,
+    compiled: bool | None = None,
 ) -> tuple[pl.DataFrame, ReadStats]:
-    """Fast WAT reader: own framing + pre-check + orjson. Rows in file order."""
+    """Fast WAT reader: own framing + pre-check + the compiled row builder (or orjson). Rows in file order.
+
+    `compiled`: None uses _watscan when it is built; False forces the Python rows (orjson + rows_from_wat_json),
+    which _watscan must match exactly and which it falls back to for payloads outside its shape.
+    """
+    if compiled is None:
+        compiled = _watscan is not None
+    elif compiled and _watscan is None:
+        raise RuntimeError("metaclip_assets.curation._watscan is not built: run `pip install -e .` (scripts/setup.sh)")
     read = FileRead(progress, progress_every)
     stats, cols = read.stats, read.cols  # locals: the loop below runs ~150k times per CC file
-    for offset, block, data, start, end in read.records(iter_warc_records(path, stats)):
+
+    def page_cb(target, date, base, n_images, block):
+        # the record's own headers are only read when the envelope lacks the value (page_context's `or`)
+        page = page_context(
+            stats, target, date, base, n_images,
+            None if target else header_str(block, b"WARC-Target-URI"), None if date else header_str(block, b"WARC-Date"),
+        )
+        if page is None:
+            return None
+        page_url, fetch_time, resolver = page
+        return page_url, fetch_time, resolver.resolve, resolver.shortcut_parts()
+
+    def add_counts(counts: tuple[int, int, int, int]) -> None:
+        no_src, data_uri, bad_url, no_text = counts
+        if no_src:
+            stats.count("no_src", no_src)
+        if data_uri:
+            stats.count("data_uri", data_uri)
+        if bad_url:
+            stats.skip("bad_url", bad_url)
+        if no_text:
+            stats.count("no_text", no_text)
+
+    def record(offset: int, block: bytes, data: bytes, start: int, end: int) -> None:
         if (warc_header(block, b"WARC-Type") or b"").lower() != b"metadata":
-            continue
+            return
         # Records without an IMG link cannot yield rows: skip their JSON parse (~2/3 of CC
         # records), unless cheap byte checks hint at the usual defects (a cut-off payload, an
         # envelope without Payload-Metadata), which the full parse then counts as the reference does.
-        if data.find(IMG_MARK, start, end) < 0 and not _looks_broken(data, start, end):
-            continue
+        if data.find(IMG_MARK, start, end) < 0:
+            if not _looks_broken(data, start, end):
+                return
+        elif compiled:
+            counts = _watscan.rows(data, start, end, block, offset, page_cb, cols)
+            if counts is not None:  # else: outside the compiled path's shape, parsed below
+                add_counts(counts)
+                return
         payload = memoryview(data)[start:end]
         try:
             doc = orjson.loads(payload)
@@ -351,10 +417,23 @@ def read_wat(
             doc, reason = _parse_json_slow(payload)
             if reason:
                 stats.skip(reason)
-                continue
+                return
         rows_from_wat_json(
             doc, header_str(block, b"WARC-Target-URI"), header_str(block, b"WARC-Date"), offset, cols, stats
         )
+
+    # One call per gzip member: _watscan.member does a member in CC's layout (one record) whole;
+    # anything else goes through the Python framing and `record`.
+    member = _watscan.member if compiled else None
+    for offset, data in read.records(iter_gzip_members(path, stats)):
+        if member is not None:
+            counts = member(data, offset, page_cb, cols)
+            if counts is not None:
+                stats.records_read += 1
+                add_counts(counts)
+                continue
+        for rec in member_records(offset, data, stats):
+            record(*rec)
     return read.finish(snapshot=snapshot, source_name=source_name, source_format="wat")
 
 
