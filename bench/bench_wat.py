@@ -4,7 +4,7 @@ Competitors on the same generated WAT file (bench/gen_wat.py, real CC layout), o
 rotated each round, medians:
   zcat:      ``zcat FILE > /dev/null`` (a subprocess; the floor every reader must beat to be "IO-bound")
   ours:      `metaclip_assets.curation.wat.read_wat` (own gzip-member framing + `"IMG@/src` pre-check + the
-             compiled row builder `_watscan.rows`), returning the pool DataFrame (pair ids, uuids included)
+             compiled row builder `_native.rows`), returning the pool DataFrame (pair ids, uuids included)
   ours, Python rows: the same with compiled=False (orjson + `rows_from_wat_json`, the compiled path's reference)
   reference: `read_wat_reference` (warcio + json, every record parsed)
   parse-only floors (no rows: no URL resolution, text cleaning, pair ids or DataFrame), to split the cost:

@@ -627,9 +627,9 @@ def test_progress_and_merge(tmp_path):
 def test_url_resolver_equals_urljoin():
     """The shortcuts in UrlResolver must return exactly urljoin's answer (None: not http(s)).
 
-    The compiled copy of the shortcuts (_watscan.resolve) must give the same URL wherever it answers.
+    The compiled copy of the shortcuts (_native.resolve) must give the same URL wherever it answers.
     """
-    from metaclip_assets.curation import _watscan
+    from metaclip_assets.curation import _native
 
     compiled = 0
     rng = random.Random(3)
@@ -659,7 +659,7 @@ def test_url_resolver_equals_urljoin():
             expected, ok = None, False
         resolver = UrlResolver(base)
         assert resolver.resolve(src) == (expected if ok else None), (base, src)
-        short = _watscan.resolve(src, *resolver.shortcut_parts())
+        short = _native.resolve(src, *resolver.shortcut_parts())
         if short is not None:
             compiled += 1
             assert short == expected and ok, (base, src)

@@ -29,6 +29,11 @@ import ahocorasick_rs
 import numpy as np
 import polars as pl
 
+try:  # the token engine as one compiled hash table (_native.c), built by `pip install`
+    from . import _native
+except ImportError:  # pragma: no cover - a source checkout that was never installed
+    _native = None
+
 __all__ = [
     "spacing",
     "Matcher",
@@ -173,6 +178,7 @@ class Matcher:
         self._token_ok = not any(_SEP in e for e in self._unique)
         self._ac_obj: ahocorasick_rs.BytesAhoCorasick | None = None
         self._levels_obj: dict[int, pl.DataFrame] | None = None
+        self._native_obj = None  # _native.token_table capsule
         self._fingerprint: str | None = None
 
     def __len__(self) -> int:
@@ -199,26 +205,49 @@ class Matcher:
             )
         return self._ac_obj
 
-    def _levels(self) -> dict[int, pl.DataFrame]:
-        """Join tables by run length: key -> ``(u + 1) << 1 | grows`` (``u + 1 == 0``: only a prefix of entries).
+    def _token_table(self) -> tuple[list[str], list[int]]:
+        """The token engine's keys and values: key -> ``(u + 1) << 1 | grows`` (``u + 1 == 0``: only a prefix).
 
         Keys are every entry and every proper token prefix of a multi-token entry; ``grows`` says a longer entry
-        starts with the key's tokens. Polars rebuilds a join's hash table on every call, so one small table per
-        run length keeps each join paying only for the keys it can hit.
+        starts with the key's tokens. Keys with lone surrogates are left out: they only match automaton texts.
+        """
+        table: dict[str, int] = {}
+        for u, e in enumerate(self._unique):
+            if " " in e:
+                toks = e.split(" ")
+                prefix = toks[0]
+                for t in toks[1:]:
+                    table[prefix] = table.get(prefix, 0) | 1
+                    prefix = prefix + " " + t
+            table[e] = (table.get(e, 0) & 1) | ((u + 1) << 1)
+        keys = [k for k in table if _utf8_ok(k)]
+        return keys, [table[k] for k in keys]
+
+    def _native_table(self):
+        """The token table as one compiled hash table (`_native.token_table`), built on first use."""
+        if self._native_obj is None:
+            self._native_obj = _native.token_table(*self._token_table())
+        return self._native_obj
+
+    def build_batch_engine(self) -> None:
+        """Build what `match_batch` uses now (e.g. in a worker before its first timed batch)."""
+        if not self._token_ok:
+            self._ac  # noqa: B018
+        elif _native is not None:
+            self._native_table()
+        else:
+            self._levels()
+
+    def _levels(self) -> dict[int, pl.DataFrame]:
+        """Polars join tables of `_token_table` by run length (the token engine without the compiled module).
+
+        Polars rebuilds a join's hash table on every call, so one small table per run length keeps each join
+        paying only for the keys it can hit.
         """
         if self._levels_obj is None:
-            table: dict[str, int] = {}
-            for u, e in enumerate(self._unique):
-                if " " in e:
-                    toks = e.split(" ")
-                    prefix = toks[0]
-                    for t in toks[1:]:
-                        table[prefix] = table.get(prefix, 0) | 1
-                        prefix = prefix + " " + t
-                table[e] = (table.get(e, 0) & 1) | ((u + 1) << 1)
-            keys = [k for k in table if _utf8_ok(k)]  # keys with lone surrogates only match automaton texts
+            keys, values = self._token_table()
             full = pl.DataFrame({"key": pl.Series(keys, dtype=pl.String),
-                                 "v": np.fromiter((table[k] for k in keys), np.int64, len(keys))})
+                                 "v": np.array(values, dtype=np.int64)})
             full = full.with_columns(level=pl.col("key").str.count_matches(" ", literal=True) + 1)
             self._levels_obj = {int(lvl): g.drop("level") for (lvl,), g in full.group_by("level")}
         return self._levels_obj
@@ -261,6 +290,10 @@ class Matcher:
         """(row, unique index) uint64 pairs for one batch, possibly repeated; token joins where polars can."""
         if not self._token_ok:
             return self._automaton_hits(texts)
+        if _native is not None:  # the same joins as one compiled hash table; None: a text with lone surrogates
+            out = _native.token_match(self._native_table(), list(texts))
+            if out is not None:
+                return np.frombuffer(out[0], dtype=np.uint64), np.frombuffer(out[1], dtype=np.uint64)
         hits = self._token_hits(texts)
         if hits is not None:
             return hits
@@ -453,7 +486,7 @@ def _pool_init(metadata: list[str], polars_threads: int, built) -> None:
     # before the worker's first polars call: its thread pool is sized lazily from this variable
     os.environ["POLARS_MAX_THREADS"] = str(polars_threads)
     _pool_matcher = Matcher(metadata)
-    _pool_matcher._levels()  # build the token tables now, not inside the first timed chunk
+    _pool_matcher.build_batch_engine()  # build the tables now, not inside the first timed chunk
     built.wait()
 
 

@@ -20,10 +20,10 @@ from urllib.parse import urljoin, urlparse, urlsplit
 import numpy as np
 import polars as pl
 
-try:  # compiled pair ids / uuids and WAT rows (_watscan.c), built by `pip install`
-    from . import _watscan
+try:  # compiled pair ids / uuids and WAT rows (_native.c), built by `pip install`
+    from . import _native
 except ImportError:  # pragma: no cover - a source checkout that was never installed
-    _watscan = None
+    _native = None
 
 POOL_SCHEMA: dict[str, pl.DataType] = {
     "pair_id": pl.UInt64,
@@ -150,8 +150,8 @@ class PoolColumns:
         n = len(self.url)
         if n == 0:
             return empty_pool()
-        if _watscan is not None:  # the same hashes in one compiled loop (~3x faster; test_watscan.py)
-            raw, uuids = _watscan.ids(self.url, self.text)
+        if _native is not None:  # the same hashes in one compiled loop (~3x faster; test_native.py)
+            raw, uuids = _native.ids(self.url, self.text)
             ids = np.frombuffer(raw, dtype="<u8")
         else:
             ids = pair_ids(self.url, self.text)
@@ -263,7 +263,7 @@ class UrlResolver:
                 self._dir = path[: path.rfind("/") + 1] or "/"
 
     def shortcut_parts(self) -> tuple[bool, str | None, str | None, str | None]:
-        """(parses, origin, scheme, dir): the state resolve()'s shortcuts read, for the compiled copy in _watscan.c."""
+        """(parses, origin, scheme, dir): the state resolve()'s shortcuts read, for the compiled copy in _native.c."""
         return self._parses, self._origin, self._scheme, self._dir
 
     def resolve(self, src: str) -> str | None:

@@ -31,10 +31,10 @@ from pathlib import Path
 import orjson
 import polars as pl
 
-try:  # the compiled row builder (_watscan.c), built by `pip install`; the Python path is its reference
-    from . import _watscan
+try:  # the compiled row builder (_native.c), built by `pip install`; the Python path is its reference
+    from . import _native
 except ImportError:  # pragma: no cover - e.g. a source checkout that was never installed
-    _watscan = None
+    _native = None
 
 from .pool import (
     PROGRESS_EVERY,
@@ -363,13 +363,13 @@ def read_wat(
 ) -> tuple[pl.DataFrame, ReadStats]:
     """Fast WAT reader: own framing + pre-check + the compiled row builder (or orjson). Rows in file order.
 
-    `compiled`: None uses _watscan when it is built; False forces the Python rows (orjson + rows_from_wat_json),
-    which _watscan must match exactly and which it falls back to for payloads outside its shape.
+    `compiled`: None uses _native when it is built; False forces the Python rows (orjson + rows_from_wat_json),
+    which _native must match exactly and which it falls back to for payloads outside its shape.
     """
     if compiled is None:
-        compiled = _watscan is not None
-    elif compiled and _watscan is None:
-        raise RuntimeError("metaclip_assets.curation._watscan is not built: run `pip install -e .` (scripts/setup.sh)")
+        compiled = _native is not None
+    elif compiled and _native is None:
+        raise RuntimeError("metaclip_assets.curation._native is not built: run `pip install -e .` (scripts/setup.sh)")
     read = FileRead(progress, progress_every)
     stats, cols = read.stats, read.cols  # locals: the loop below runs ~150k times per CC file
 
@@ -405,7 +405,7 @@ def read_wat(
             if not _looks_broken(data, start, end):
                 return
         elif compiled:
-            counts = _watscan.rows(data, start, end, block, offset, page_cb, cols)
+            counts = _native.rows(data, start, end, block, offset, page_cb, cols)
             if counts is not None:  # else: outside the compiled path's shape, parsed below
                 add_counts(counts)
                 return
@@ -422,9 +422,9 @@ def read_wat(
             doc, header_str(block, b"WARC-Target-URI"), header_str(block, b"WARC-Date"), offset, cols, stats
         )
 
-    # One call per gzip member: _watscan.member does a member in CC's layout (one record) whole;
+    # One call per gzip member: _native.member does a member in CC's layout (one record) whole;
     # anything else goes through the Python framing and `record`.
-    member = _watscan.member if compiled else None
+    member = _native.member if compiled else None
     for offset, data in read.records(iter_gzip_members(path, stats)):
         if member is not None:
             counts = member(data, offset, page_cb, cols)

@@ -1,10 +1,10 @@
-/* Compiled fast path of wat.read_wat: one WAT JSON payload -> pool rows, without building Python
- * objects for the ~80 links of a page.
- *
- * Why C: after the gzip inflate (ISA-L) the Python reader spends ~2x zcat's time in orjson (a dict
- * per link) and in per-link Python (path filter, strip, URL shortcuts, list appends); see
- * bench/README.md. This module validates the whole payload as strict JSON in one pass, decodes only
- * the strings the rows need, and appends the rows itself.
+/* Compiled kernels of the curation hot paths, each with a Python reference it is tested against:
+ *   - member()/rows(): wat.read_wat's row builder. After the gzip inflate (ISA-L) the Python reader spent
+ *     ~2x zcat's time in orjson (a dict per link) and in per-link Python (path filter, strip, URL
+ *     shortcuts, list appends); see bench/README.md. This validates the whole payload as strict JSON in
+ *     one pass, decodes only the strings the rows need, and appends the rows itself.
+ *   - ids(): pool.pair_ids / pool.image_uuid (blake2b-64, sha224) without hashlib's per-call overhead.
+ *   - token_table()/token_match(): matching.Matcher's token-join engine as one hash table.
  *
  * Exactness contract: rows() either appends exactly the rows and counts that wat.rows_from_wat_json
  * gives for the orjson/json-parsed document, or returns None having appended nothing, and the
@@ -13,7 +13,7 @@
  * trailing value), tracked keys written with escapes or repeated, tracked nodes of an unexpected
  * type, non-string paths or image urls. URL shortcuts mirror pool.UrlResolver.resolve line by
  * line; every src they do not cover is passed to that method itself. metaclip_assets_tests/
- * test_watscan.py compares both paths on generated, real and randomly damaged records.
+ * test_native.py compares both paths on generated, real and randomly damaged records.
  */
 #define PY_SSIZE_T_CLEAN
 #define _GNU_SOURCE /* memmem */
@@ -499,7 +499,7 @@ static int parse_value(Scan *s, int kind, int depth) {
 /* ---- str.strip() and the URL shortcuts on UTF-8 bytes --------------------------------------- */
 
 /* Length of the whitespace character (str.isspace()) starting at p, or 0. The code points are
- * those of CPython's _PyUnicode_IsWhitespace; test_watscan.py checks the table against isspace(). */
+ * those of CPython's _PyUnicode_IsWhitespace; test_native.py checks the table against isspace(). */
 static inline int ws_len(const unsigned char *p, const unsigned char *end) {
     unsigned char c = p[0];
     if (c < 0x80) return ((c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20)) ? 1 : 0;
@@ -925,7 +925,7 @@ static PyObject *py_strip(PyObject *self, PyObject *arg) {
 
 /* ---- pool ids: blake2b-64 pair ids and sha224 image uuids --------------------------------------
  * pool.pair_ids / pool.image_uuid spend ~3 us per row in hashlib call overhead; these are the same
- * functions (RFC 7693 BLAKE2b, FIPS 180-4 SHA-224), checked against hashlib in test_watscan.py. */
+ * functions (RFC 7693 BLAKE2b, FIPS 180-4 SHA-224), checked against hashlib in test_native.py. */
 
 static const uint64_t B2_IV[8] = {
     0x6a09e667f3bcc908ULL, 0xbb67ae8584caa73bULL, 0x3c6ef372fe94f82bULL, 0xa54ff53a5f1d36f1ULL,
@@ -1127,20 +1127,225 @@ fail:
     return NULL;
 }
 
+/* ---- token matcher: matching.Matcher's token-join engine as one hash table ----------------------
+ * Same algorithm as Matcher._token_hits (see its docstring): the spaced text is split at every space; entry e
+ * matches iff e equals a run of consecutive tokens. Keys are the entries and the token prefixes of multi-token
+ * entries, values (u + 1) << 1 | grows. In the spaced buffer tokens are separated by exactly one space, so the key
+ * of a run is the buffer slice from its first token's start to its last token's end: no string is built. */
+
+typedef struct {
+    uint64_t v;      /* (u + 1) << 1 | grows; 0 marks an empty slot */
+    uint32_t off, len;
+} TSlot;
+
+typedef struct {
+    TSlot *slots;
+    uint64_t mask;
+    char *keys;
+} TTable;
+
+static inline uint64_t key_hash(const unsigned char *p, size_t n) {
+    uint64_t h = 0x9E3779B97F4A7C15ULL ^ (n * 0xff51afd7ed558ccdULL);
+    while (n >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        h = (h ^ w) * 0xbf58476d1ce4e5b9ULL;
+        h ^= h >> 31;
+        p += 8;
+        n -= 8;
+    }
+    uint64_t w = 0;
+    memcpy(&w, p, n);
+    h = (h ^ w) * 0x94d049bb133111ebULL;
+    h ^= h >> 29;
+    h *= 0xbf58476d1ce4e5b9ULL;
+    return h ^ (h >> 32);
+}
+
+static inline uint64_t table_get(const TTable *t, const unsigned char *p, size_t n) {
+    for (uint64_t i = key_hash(p, n) & t->mask;; i = (i + 1) & t->mask) {
+        const TSlot *sl = &t->slots[i];
+        if (!sl->v) return 0;
+        if (sl->len == n && memcmp(t->keys + sl->off, p, n) == 0) return sl->v;
+    }
+}
+
+static void table_free(PyObject *capsule) {
+    TTable *t = (TTable *)PyCapsule_GetPointer(capsule, "metaclip.token_table");
+    if (!t) return;
+    free(t->slots);
+    free(t->keys);
+    free(t);
+}
+
+PyDoc_STRVAR(token_table_doc,
+"token_table(keys: list[str], values: list[int]) -> capsule\n\n"
+"The join table of Matcher's token engine (key -> (u + 1) << 1 | grows), for token_match. Keys must be distinct\n"
+"and valid UTF-8; values > 0.");
+
+static PyObject *py_token_table(PyObject *self, PyObject *args) {
+    PyObject *keys, *values;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O!O!", &PyList_Type, &keys, &PyList_Type, &values)) return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(keys);
+    if (PyList_GET_SIZE(values) != n) {
+        PyErr_SetString(PyExc_ValueError, "keys and values differ in length");
+        return NULL;
+    }
+    TTable *t = (TTable *)calloc(1, sizeof(TTable));
+    if (!t) return PyErr_NoMemory();
+    uint64_t cap = 16;
+    while (cap < (uint64_t)n + (uint64_t)n / 2 + 1) cap *= 2;
+    t->mask = cap - 1;
+    t->slots = (TSlot *)calloc(cap, sizeof(TSlot));
+    Arena a = {0};
+    if (!t->slots) goto nomem;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t kn;
+        const char *k = PyUnicode_AsUTF8AndSize(PyList_GET_ITEM(keys, i), &kn);
+        if (!k) goto fail;
+        unsigned long long v = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(values, i));
+        if (PyErr_Occurred()) goto fail;
+        if (v == 0 || a.len + kn > 0xFFFFFFFFLL) {
+            PyErr_SetString(PyExc_ValueError, "values must be > 0 and keys fit 4 GiB");
+            goto fail;
+        }
+        uint64_t j = key_hash((const unsigned char *)k, (size_t)kn) & t->mask;
+        while (t->slots[j].v) {
+            TSlot *sl = &t->slots[j];
+            if (sl->len == kn && memcmp(a.buf + sl->off, k, (size_t)kn) == 0) {
+                PyErr_SetString(PyExc_ValueError, "duplicate key");
+                goto fail;
+            }
+            j = (j + 1) & t->mask;
+        }
+        t->slots[j].v = v;
+        t->slots[j].off = (uint32_t)a.len;
+        t->slots[j].len = (uint32_t)kn;
+        if (out_put(&a, k, kn) < 0) goto nomem;
+    }
+    t->keys = a.buf;
+    PyObject *cap_obj = PyCapsule_New(t, "metaclip.token_table", table_free);
+    if (!cap_obj) {
+        free(t->slots);
+        free(t->keys);
+        free(t);
+    }
+    return cap_obj;
+nomem:
+    PyErr_NoMemory();
+fail:
+    free(t->slots);
+    free(a.buf);
+    free(t);
+    return NULL;
+}
+
+static inline int spacing_punct(unsigned char c) {
+    return c == ',' || c == '.' || c == ';' || c == ':' || c == '?' || c == '!' || c == '`';
+}
+
+PyDoc_STRVAR(token_match_doc,
+"token_match(table, texts: list[str]) -> (rows: bytes, uids: bytes) | None\n\n"
+"(row, unique index) hits as native uint64 arrays, possibly repeated: Matcher._token_hits computed in C.\n"
+"None if some text is not valid UTF-8 (lone surrogates): the caller routes the batch as before.");
+
+static PyObject *py_token_match(PyObject *self, PyObject *args) {
+    PyObject *cap, *texts;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OO!", &cap, &PyList_Type, &texts)) return NULL;
+    TTable *t = (TTable *)PyCapsule_GetPointer(cap, "metaclip.token_table");
+    if (!t) return NULL;
+    Arena sp = {0}, rows = {0}, uids = {0};
+    Py_ssize_t *tok = NULL, tcap = 0; /* token i: [tok[2i], tok[2i+1]) in sp */
+    PyObject *res = NULL;
+    Py_ssize_t n = PyList_GET_SIZE(texts);
+    for (Py_ssize_t r = 0; r < n; r++) {
+        PyObject *o = PyList_GET_ITEM(texts, r);
+        Py_ssize_t len;
+        const char *txt = PyUnicode_Check(o) ? PyUnicode_AsUTF8AndSize(o, &len) : NULL;
+        if (!txt) {
+            if (PyUnicode_Check(o) && PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) {
+                PyErr_Clear();
+                res = Py_NewRef(Py_None);
+            } else if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_TypeError, "texts must be str");
+            }
+            goto done;
+        }
+        /* matching.spacing(t)[1:-1]: each of , . ; : ? ! ` gets a space on both sides, TAB/LF/CR become a space */
+        sp.len = 0;
+        if (arena_reserve(&sp, 3 * len + 1) < 0) goto nomem;
+        char *w = sp.buf;
+        for (Py_ssize_t i = 0; i < len; i++) {
+            unsigned char c = (unsigned char)txt[i];
+            if (spacing_punct(c)) { *w++ = ' '; *w++ = (char)c; *w++ = ' '; }
+            else if (c == '\t' || c == '\n' || c == '\r') *w++ = ' ';
+            else *w++ = (char)c;
+        }
+        Py_ssize_t sn = w - sp.buf, nt = 0, st = 0;
+        for (Py_ssize_t i = 0; i <= sn; i++) { /* split(" "), empty tokens included */
+            if (i == sn || sp.buf[i] == ' ') {
+                if (2 * nt + 2 > tcap) {
+                    tcap = tcap ? 2 * tcap : 256;
+                    Py_ssize_t *nb = (Py_ssize_t *)realloc(tok, (size_t)tcap * sizeof(Py_ssize_t));
+                    if (!nb) goto nomem;
+                    tok = nb;
+                }
+                tok[2 * nt] = st;
+                tok[2 * nt + 1] = i;
+                nt++;
+                st = i + 1;
+            }
+        }
+        const unsigned char *b = (const unsigned char *)sp.buf;
+        for (Py_ssize_t a = 0; a < nt; a++) {
+            for (Py_ssize_t e = a; e < nt; e++) {
+                Py_ssize_t s0 = tok[2 * a], s1 = tok[2 * e + 1];
+                uint64_t v = table_get(t, b + s0, (size_t)(s1 - s0));
+                if (!v) break;
+                if (v >= 2) {
+                    uint64_t row = (uint64_t)r, uid = (v >> 1) - 1;
+                    if (out_put(&rows, &row, 8) < 0 || out_put(&uids, &uid, 8) < 0) goto nomem;
+                }
+                if (!(v & 1)) break;
+            }
+        }
+    }
+    {
+        PyObject *rb = PyBytes_FromStringAndSize(rows.buf ? rows.buf : "", rows.len);
+        PyObject *ub = PyBytes_FromStringAndSize(uids.buf ? uids.buf : "", uids.len);
+        if (rb && ub) res = PyTuple_Pack(2, rb, ub);
+        Py_XDECREF(rb);
+        Py_XDECREF(ub);
+    }
+    goto done;
+nomem:
+    PyErr_NoMemory();
+done:
+    free(sp.buf);
+    free(rows.buf);
+    free(uids.buf);
+    free(tok);
+    return res;
+}
+
 static PyMethodDef methods[] = {
     {"rows", py_rows, METH_VARARGS, rows_doc},
     {"member", py_member, METH_VARARGS, member_doc},
     {"resolve", py_resolve, METH_VARARGS, resolve_doc},
     {"strip", py_strip, METH_O, strip_doc},
     {"ids", py_ids, METH_VARARGS, ids_doc},
+    {"token_table", py_token_table, METH_VARARGS, token_table_doc},
+    {"token_match", py_token_match, METH_VARARGS, token_match_doc},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef moduledef = {
-    PyModuleDef_HEAD_INIT, "_watscan", "Compiled fast path of the WAT reader (see _watscan.c).", -1, methods,
+    PyModuleDef_HEAD_INIT, "_native", "Compiled kernels of the curation hot paths (see _native.c).", -1, methods,
 };
 
-PyMODINIT_FUNC PyInit__watscan(void) {
+PyMODINIT_FUNC PyInit__native(void) {
     init_tables();
     static const char *keys[N_TEXT] = {"alt", "title", "data-image-title"}; /* pool.TEXT_KEYS */
     for (int k = 0; k < N_TEXT; k++)

@@ -1,6 +1,6 @@
-"""The compiled WAT row builder and pool ids (curation/_watscan.c) against their Python references.
+"""The compiled WAT row builder and pool ids (curation/_native.c) against their Python references.
 
-_watscan must give exactly the rows and counts of the Python path (orjson + wat.rows_from_wat_json)
+_native must give exactly the rows and counts of the Python path (orjson + wat.rows_from_wat_json)
 or hand the record back to it. The fuzz test below damages WAT payloads in the ways that matter to a
 JSON scanner (escapes, UTF-8, duplicate and escaped keys, wrong types on the tracked path, Unicode
 whitespace, odd URLs) and compares whole-file results; it also checks that both paths really ran.
@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import pytest
 
-from metaclip_assets.curation import _watscan, pool, wat
+from metaclip_assets.curation import _native, pool, wat
 
 from .test_pool import PAGE, PAGE_LINKS, SNAP, _random_links, _warcinfo, img, wat_json, wat_record, write_members
 
@@ -28,15 +28,15 @@ def test_ids_equal_hashlib():
     urls = ["".join(rng.choice(alphabet) for _ in range(n)) for n in lengths]
     texts = ["".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 300))) for _ in lengths]
     urls[10:13] = ["same"] * 3  # consecutive equal URLs share one uuid computation
-    raw, uuids = _watscan.ids(urls, texts)
+    raw, uuids = _native.ids(urls, texts)
     expected = [int.from_bytes(hashlib.blake2b(f"{u}\x00{t}".encode(), digest_size=8).digest(), "little")
                 for u, t in zip(urls, texts)]
     assert np.frombuffer(raw, dtype="<u8").tolist() == expected
     assert uuids == [hashlib.sha224(u.encode()).hexdigest()[:24] for u in urls]
     with pytest.raises(ValueError):
-        _watscan.ids(["a"], [])
+        _native.ids(["a"], [])
     with pytest.raises(TypeError):
-        _watscan.ids(["a"], [None])
+        _native.ids(["a"], [None])
 
 
 def test_strip_is_str_strip_for_every_code_point():
@@ -45,8 +45,8 @@ def test_strip_is_str_strip_for_every_code_point():
             continue
         c = chr(cp)
         s = f"{c}{c}x{c}y{c}"
-        assert _watscan.strip(s) == s.strip(), hex(cp)
-    assert _watscan.strip("\u3000 \t\u2028 a b \x85\xa0\u205f") == "a b"
+        assert _native.strip(s) == s.strip(), hex(cp)
+    assert _native.strip("\u3000 \t\u2028 a b \x85\xa0\u205f") == "a b"
 
 
 # --------------------------------------------------------------------------------------------
@@ -129,7 +129,7 @@ def test_compiled_rows_equal_python_rows_on_damaged_payloads(tmp_path, monkeypat
     calls = {"orjson": 0}
     real = wat.orjson
 
-    class CountingOrjson:  # in compiled mode orjson only runs for the payloads _watscan hands back
+    class CountingOrjson:  # in compiled mode orjson only runs for the payloads _native hands back
         JSONDecodeError = real.JSONDecodeError
 
         @staticmethod
@@ -178,22 +178,22 @@ def test_rows_hands_back_what_it_does_not_handle():
         b'{"a":"\xff","Envelope":{"Payload-Metadata":{}}}',  # invalid UTF-8 anywhere
         b'{"a":' + b"[" * 300 + b"]" * 300 + b',"Envelope":{"Payload-Metadata":{}}}',  # deeper than the limit
     ]:
-        assert _watscan.rows(payload, 0, len(payload), b"", 0, cb, cols) is None, payload
+        assert _native.rows(payload, 0, len(payload), b"", 0, cb, cols) is None, payload
     ok = b' {"Envelope":{"Payload-Metadata":{"x":[1,-0.5e+3,true,false,null,{"y":"\\u00e9\\ud83d\\ude00"}]}}} '
-    assert _watscan.rows(ok, 0, len(ok), b"", 0, cb, cols) == (0, 0, 0, 0)  # valid, no links: no callback
+    assert _native.rows(ok, 0, len(ok), b"", 0, cb, cols) == (0, 0, 0, 0)  # valid, no links: no callback
     assert len(cols) == 0
     with pytest.raises(ValueError):
-        _watscan.rows(ok, 5, len(ok) + 1, b"", 0, cb, cols)
+        _native.rows(ok, 5, len(ok) + 1, b"", 0, cb, cols)
     # member(): a Content-Length that is not all digits is the Python path's bad_warc, even where its
     # characters would add up to the right length ("1<" read digit by digit is 22)
     head = b"WARC/1.0\r\nWARC-Type: metadata\r\nContent-Length: %s\r\n\r\n"
     payload = b'{"Payload-Metadata":0}'
-    assert _watscan.member(head % b"22" + payload, 0, cb, cols) == (0, 0, 0, 0)
-    assert _watscan.member(head % b"1<" + payload, 0, cb, cols) is None
+    assert _native.member(head % b"22" + payload, 0, cb, cols) == (0, 0, 0, 0)
+    assert _native.member(head % b"1<" + payload, 0, cb, cols) is None
 
 
 def test_member_framing_equals_python(tmp_path, monkeypatch):
-    """_watscan.member takes members in CC's layout whole; every other header shape must read as in Python."""
+    """_native.member takes members in CC's layout whole; every other header shape must read as in Python."""
     rng = random.Random(3)
     uri = "https://m.example/p.html"
     good = wat_json(uri, [img("/a.jpg", alt="A"), img("b.jpg", title="B")])
@@ -231,7 +231,7 @@ def test_member_framing_equals_python(tmp_path, monkeypatch):
     write_members(path, members)
 
     taken = {"n": 0}
-    real_member = _watscan.member
+    real_member = _native.member
 
     def counting(*args):
         out = real_member(*args)
@@ -239,7 +239,7 @@ def test_member_framing_equals_python(tmp_path, monkeypatch):
         return out
 
     fast, fst = wat.read_wat(path, snapshot=SNAP, source_name=path.name, compiled=False)
-    monkeypatch.setattr(wat._watscan, "member", counting)
+    monkeypatch.setattr(wat._native, "member", counting)
     comp, cst = wat.read_wat(path, snapshot=SNAP, source_name=path.name, compiled=True)
     assert comp.equals(fast) and cst.as_dict() == fst.as_dict()
     assert 100 < taken["n"] < 350, taken  # both the compiled framing and the Python framing ran
