@@ -1133,8 +1133,9 @@ fail:
  * entries, values (u + 1) << 1 | grows. In the spaced buffer tokens are separated by exactly one space, so the key
  * of a run is the buffer slice from its first token's start to its last token's end: no string is built. */
 
-typedef struct {
-    uint64_t v;      /* (u + 1) << 1 | grows; 0 marks an empty slot */
+typedef struct {     /* 16 bytes: four slots per cache line */
+    uint32_t v;      /* (u + 1) << 1 | grows; 0 marks an empty slot */
+    uint32_t tag;    /* high half of the key's hash: most misses never touch the key bytes */
     uint32_t off, len;
 } TSlot;
 
@@ -1162,11 +1163,15 @@ static inline uint64_t key_hash(const unsigned char *p, size_t n) {
     return h ^ (h >> 32);
 }
 
-static inline uint64_t table_get(const TTable *t, const unsigned char *p, size_t n) {
-    for (uint64_t i = key_hash(p, n) & t->mask;; i = (i + 1) & t->mask) {
+static inline int slot_is(const TTable *t, const TSlot *sl, uint64_t h, const unsigned char *p, size_t n) {
+    return sl->tag == (uint32_t)(h >> 32) && sl->len == n && memcmp(t->keys + sl->off, p, n) == 0;
+}
+
+static inline uint64_t table_get_h(const TTable *t, uint64_t h, const unsigned char *p, size_t n) {
+    for (uint64_t i = h & t->mask;; i = (i + 1) & t->mask) {
         const TSlot *sl = &t->slots[i];
         if (!sl->v) return 0;
-        if (sl->len == n && memcmp(t->keys + sl->off, p, n) == 0) return sl->v;
+        if (slot_is(t, sl, h, p, n)) return sl->v;
     }
 }
 
@@ -1195,7 +1200,7 @@ static PyObject *py_token_table(PyObject *self, PyObject *args) {
     TTable *t = (TTable *)calloc(1, sizeof(TTable));
     if (!t) return PyErr_NoMemory();
     uint64_t cap = 16;
-    while (cap < (uint64_t)n + (uint64_t)n / 2 + 1) cap *= 2;
+    while (cap < 2 * (uint64_t)n + 1) cap *= 2;
     t->mask = cap - 1;
     t->slots = (TSlot *)calloc(cap, sizeof(TSlot));
     Arena a = {0};
@@ -1206,23 +1211,25 @@ static PyObject *py_token_table(PyObject *self, PyObject *args) {
         if (!k) goto fail;
         unsigned long long v = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(values, i));
         if (PyErr_Occurred()) goto fail;
-        if (v == 0 || a.len + kn > 0xFFFFFFFFLL) {
-            PyErr_SetString(PyExc_ValueError, "values must be > 0 and keys fit 4 GiB");
+        if (v == 0 || v > 0xFFFFFFFFULL || a.len + kn > 0xFFFFFFFFLL) {
+            PyErr_SetString(PyExc_ValueError, "values must be in [1, 2**32) and keys fit 4 GiB");
             goto fail;
         }
-        uint64_t j = key_hash((const unsigned char *)k, (size_t)kn) & t->mask;
+        if (out_put(&a, k, kn) < 0) goto nomem;
+        t->keys = a.buf; /* slot_is reads keys from the arena as it grows */
+        uint64_t h = key_hash((const unsigned char *)k, (size_t)kn), j = h & t->mask;
         while (t->slots[j].v) {
-            TSlot *sl = &t->slots[j];
-            if (sl->len == kn && memcmp(a.buf + sl->off, k, (size_t)kn) == 0) {
+            if (slot_is(t, &t->slots[j], h, (const unsigned char *)k, (size_t)kn)) {
                 PyErr_SetString(PyExc_ValueError, "duplicate key");
                 goto fail;
             }
             j = (j + 1) & t->mask;
         }
-        t->slots[j].v = v;
-        t->slots[j].off = (uint32_t)a.len;
-        t->slots[j].len = (uint32_t)kn;
-        if (out_put(&a, k, kn) < 0) goto nomem;
+        TSlot *sl = &t->slots[j];
+        sl->v = (uint32_t)v;
+        sl->tag = (uint32_t)(h >> 32);
+        sl->off = (uint32_t)(a.len - kn);
+        sl->len = (uint32_t)kn;
     }
     t->keys = a.buf;
     PyObject *cap_obj = PyCapsule_New(t, "metaclip.token_table", table_free);
@@ -1250,6 +1257,15 @@ PyDoc_STRVAR(token_match_doc,
 "(row, unique index) hits as native uint64 arrays, possibly repeated: Matcher._token_hits computed in C.\n"
 "None if some text is not valid UTF-8 (lone surrogates): the caller routes the batch as before.");
 
+#define MATCH_BLOCK 64 /* texts tokenised together, so that their table lookups can overlap */
+
+typedef struct {
+    Py_ssize_t s0, s1; /* the token's bytes in the block's spaced buffer */
+    uint64_t h1, h2;   /* hash of the token, and of the token + the next one (when looked up) */
+    uint64_t v1;       /* the token's table value */
+    Py_ssize_t last;   /* index of the last token of its text */
+} Tok;
+
 static PyObject *py_token_match(PyObject *self, PyObject *args) {
     PyObject *cap, *texts;
     (void)self;
@@ -1257,58 +1273,88 @@ static PyObject *py_token_match(PyObject *self, PyObject *args) {
     TTable *t = (TTable *)PyCapsule_GetPointer(cap, "metaclip.token_table");
     if (!t) return NULL;
     Arena sp = {0}, rows = {0}, uids = {0};
-    Py_ssize_t *tok = NULL, tcap = 0; /* token i: [tok[2i], tok[2i+1]) in sp */
+    Tok *tok = NULL;
+    Py_ssize_t tcap = 0, first[MATCH_BLOCK + 1];
     PyObject *res = NULL;
     Py_ssize_t n = PyList_GET_SIZE(texts);
-    for (Py_ssize_t r = 0; r < n; r++) {
-        PyObject *o = PyList_GET_ITEM(texts, r);
-        Py_ssize_t len;
-        const char *txt = PyUnicode_Check(o) ? PyUnicode_AsUTF8AndSize(o, &len) : NULL;
-        if (!txt) {
-            if (PyUnicode_Check(o) && PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) {
-                PyErr_Clear();
-                res = Py_NewRef(Py_None);
-            } else if (!PyErr_Occurred()) {
-                PyErr_SetString(PyExc_TypeError, "texts must be str");
-            }
-            goto done;
-        }
-        /* matching.spacing(t)[1:-1]: each of , . ; : ? ! ` gets a space on both sides, TAB/LF/CR become a space */
+    for (Py_ssize_t r0 = 0; r0 < n; r0 += MATCH_BLOCK) {
+        Py_ssize_t r1 = r0 + MATCH_BLOCK < n ? r0 + MATCH_BLOCK : n, nt = 0;
         sp.len = 0;
-        if (arena_reserve(&sp, 3 * len + 1) < 0) goto nomem;
-        char *w = sp.buf;
-        for (Py_ssize_t i = 0; i < len; i++) {
-            unsigned char c = (unsigned char)txt[i];
-            if (spacing_punct(c)) { *w++ = ' '; *w++ = (char)c; *w++ = ' '; }
-            else if (c == '\t' || c == '\n' || c == '\r') *w++ = ' ';
-            else *w++ = (char)c;
-        }
-        Py_ssize_t sn = w - sp.buf, nt = 0, st = 0;
-        for (Py_ssize_t i = 0; i <= sn; i++) { /* split(" "), empty tokens included */
-            if (i == sn || sp.buf[i] == ' ') {
-                if (2 * nt + 2 > tcap) {
-                    tcap = tcap ? 2 * tcap : 256;
-                    Py_ssize_t *nb = (Py_ssize_t *)realloc(tok, (size_t)tcap * sizeof(Py_ssize_t));
-                    if (!nb) goto nomem;
-                    tok = nb;
+        /* A: space and split each text of the block, hash its tokens, prefetch their slots */
+        for (Py_ssize_t r = r0; r < r1; r++) {
+            PyObject *o = PyList_GET_ITEM(texts, r);
+            Py_ssize_t len;
+            const char *txt = PyUnicode_Check(o) ? PyUnicode_AsUTF8AndSize(o, &len) : NULL;
+            if (!txt) {
+                if (PyUnicode_Check(o) && PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) {
+                    PyErr_Clear();
+                    res = Py_NewRef(Py_None);
+                } else if (!PyErr_Occurred()) {
+                    PyErr_SetString(PyExc_TypeError, "texts must be str");
                 }
-                tok[2 * nt] = st;
-                tok[2 * nt + 1] = i;
-                nt++;
-                st = i + 1;
+                goto done;
+            }
+            /* matching.spacing(t)[1:-1]: each of , . ; : ? ! ` gets a space on both sides, TAB/LF/CR become a space */
+            if (arena_reserve(&sp, 3 * len + 1) < 0) goto nomem;
+            Py_ssize_t base = sp.len;
+            char *w = sp.buf + base;
+            for (Py_ssize_t i = 0; i < len; i++) {
+                unsigned char c = (unsigned char)txt[i];
+                if (spacing_punct(c)) { *w++ = ' '; *w++ = (char)c; *w++ = ' '; }
+                else if (c == '\t' || c == '\n' || c == '\r') *w++ = ' ';
+                else *w++ = (char)c;
+            }
+            Py_ssize_t end = w - sp.buf, st = base;
+            sp.len = end;
+            first[r - r0] = nt;
+            for (Py_ssize_t i = base; i <= end; i++) { /* split(" "), empty tokens included */
+                if (i == end || sp.buf[i] == ' ') {
+                    if (nt == tcap) {
+                        tcap = tcap ? 2 * tcap : 1024;
+                        Tok *nb = (Tok *)realloc(tok, (size_t)tcap * sizeof(Tok));
+                        if (!nb) goto nomem;
+                        tok = nb;
+                    }
+                    Tok *k = &tok[nt++];
+                    k->s0 = st;
+                    k->s1 = i;
+                    st = i + 1;
+                }
+            }
+            for (Py_ssize_t a = first[r - r0]; a < nt; a++) {
+                tok[a].last = nt - 1;
+                tok[a].h1 = key_hash((const unsigned char *)sp.buf + tok[a].s0, (size_t)(tok[a].s1 - tok[a].s0));
+                __builtin_prefetch(&t->slots[tok[a].h1 & t->mask]);
             }
         }
+        first[r1 - r0] = nt;
         const unsigned char *b = (const unsigned char *)sp.buf;
+        /* B: every token's own lookup; where a longer key can start with it, hash and prefetch the 2-token run */
         for (Py_ssize_t a = 0; a < nt; a++) {
-            for (Py_ssize_t e = a; e < nt; e++) {
-                Py_ssize_t s0 = tok[2 * a], s1 = tok[2 * e + 1];
-                uint64_t v = table_get(t, b + s0, (size_t)(s1 - s0));
-                if (!v) break;
-                if (v >= 2) {
-                    uint64_t row = (uint64_t)r, uid = (v >> 1) - 1;
-                    if (out_put(&rows, &row, 8) < 0 || out_put(&uids, &uid, 8) < 0) goto nomem;
+            Tok *k = &tok[a];
+            k->v1 = table_get_h(t, k->h1, b + k->s0, (size_t)(k->s1 - k->s0));
+            if ((k->v1 & 1) && a < k->last) {
+                k->h2 = key_hash(b + k->s0, (size_t)(tok[a + 1].s1 - k->s0));
+                __builtin_prefetch(&t->slots[k->h2 & t->mask]);
+            }
+        }
+        /* C: hits in text order; runs of 2 tokens use the prefetched lookup, longer ones look up as they go */
+        for (Py_ssize_t r = r0; r < r1; r++) {
+            for (Py_ssize_t a = first[r - r0]; a < first[r - r0 + 1]; a++) {
+                Tok *k = &tok[a];
+                uint64_t v = k->v1;
+                for (Py_ssize_t e = a;;) {
+                    if (!v) break;
+                    if (v >= 2) {
+                        uint64_t row = (uint64_t)r, uid = (v >> 1) - 1;
+                        if (out_put(&rows, &row, 8) < 0 || out_put(&uids, &uid, 8) < 0) goto nomem;
+                    }
+                    if (!(v & 1) || e == k->last) break;
+                    e++;
+                    Py_ssize_t s0 = k->s0, s1 = tok[e].s1;
+                    uint64_t h = e == a + 1 ? k->h2 : key_hash(b + s0, (size_t)(s1 - s0));
+                    v = table_get_h(t, h, b + s0, (size_t)(s1 - s0));
                 }
-                if (!(v & 1)) break;
             }
         }
     }
