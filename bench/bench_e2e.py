@@ -10,6 +10,7 @@ before timing (a shard run builds once per process) and reported separately:
       images without matches dropped, rows written to parquet. To compare outputs row for row it follows OUR pool
       rules where they differ from upstream (``<base href>``, data: URIs and non-http(s) URLs dropped).
   ours: `pool.build_pool` + `stages.match_pool` (Matcher) + ``write_parquet`` of the matched rows.
+Both write parquet with the assets' settings (`storage.PARQUET_OPTIONS`: zstd level 1, statistics).
 Exactness: the sets of (url, text, entry ids) written by all competitors are identical.
 Targets: ours >= 3x the baseline and >= 40k image-text pairs/s per core. 1 core: POLARS_MAX_THREADS=1.
 The peak RSS of a full shard run (metadata, automaton build, read, match, write) is measured in a fresh process.
@@ -43,6 +44,7 @@ from gen_metadata import generate_metadata  # noqa: E402
 from metaclip_assets.curation.matching import Matcher  # noqa: E402
 from metaclip_assets.curation.pool import build_pool  # noqa: E402
 from metaclip_assets.curation.stages import match_pool  # noqa: E402
+from metaclip_assets.storage import PARQUET_OPTIONS  # noqa: E402
 
 TEXT_KEYS = ("alt", "title", "data-image-title")
 
@@ -111,14 +113,14 @@ def baseline(path: Path, automaton, out: Path) -> int:
                 cols["text_key"].append(key)
                 cols["entry_ids"].append(sorted(matched))
     pl.DataFrame(cols, schema={"uuid": pl.Utf8, "url": pl.Utf8, "text": pl.Utf8, "text_key": pl.Utf8,
-                               "entry_ids": pl.List(pl.UInt32)}).write_parquet(out)
+                               "entry_ids": pl.List(pl.UInt32)}).write_parquet(out, **PARQUET_OPTIONS)
     return pairs
 
 
 def ours(path: Path, matcher, out: Path) -> int:
     pool, _stats = build_pool([(path, path.name)], snapshot="CC-MAIN-2024-22")
     matched, _ = match_pool(pool, matcher)
-    matched.write_parquet(out)
+    matched.write_parquet(out, **PARQUET_OPTIONS)
     return pool.height
 
 
@@ -135,15 +137,16 @@ from gen_metadata import generate_metadata
 from metaclip_assets.curation.matching import Matcher
 from metaclip_assets.curation.pool import build_pool
 from metaclip_assets.curation.stages import match_pool
+from metaclip_assets.storage import PARQUET_OPTIONS
 from pathlib import Path
 wat, out, entries = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 md, _ = generate_metadata(entries)
 t0 = time.perf_counter()
 m = Matcher(md)
 pool, _ = build_pool([(wat, wat.name)], snapshot="CC-MAIN-2024-22")
-pool.write_parquet(out + ".pool.parquet")
+pool.write_parquet(out + ".pool.parquet", **PARQUET_OPTIONS)
 matched, _ = match_pool(pool, m)
-matched.write_parquet(out)
+matched.write_parquet(out, **PARQUET_OPTIONS)
 print(json.dumps(dict(peak=C.peak_rss_mb(), seconds=time.perf_counter() - t0, pairs=pool.height)))
 """
 

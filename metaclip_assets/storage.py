@@ -24,6 +24,10 @@ from fsspec.implementations.local import LocalFileSystem
 import numpy as np
 import polars as pl
 
+# Every parquet artifact (pool, matched, balanced shards): zstd level 1 writes a matched shard in ~0.6x the time of
+# polars' default level for ~8% more bytes (bench/README.md); reads cost the same. Statistics for predicate pushdown.
+PARQUET_OPTIONS = dict(compression="zstd", compression_level=1, statistics=True)
+
 
 class Storage:
     def __init__(self, root: str | os.PathLike[str]):
@@ -138,7 +142,7 @@ class Storage:
 
     def write_parquet(self, key: str, df: pl.DataFrame) -> str:
         with self.atomic_write(key) as tmp:
-            df.write_parquet(tmp, compression="zstd", statistics=True)
+            df.write_parquet(tmp, **PARQUET_OPTIONS)
         return self.uri(key)
 
     def write_npy(self, key: str, array: np.ndarray) -> str:
