@@ -156,9 +156,19 @@ def test_missing_shards_give_a_clear_error(tmp_path):
                            instance=instance, resources=resources)
 
 
-def test_matched_pool_with_worker_processes_writes_the_same_rows(pipeline_run):
-    """`workers: 2` (a MatcherPool of spawned processes) rewrites a shard's matched parquet byte for byte in content;
-    a worker count below 1 is refused."""
+@pytest.mark.parametrize("kind", ["threads", "processes"])
+def test_matched_pool_with_workers_writes_the_same_rows(pipeline_run, monkeypatch, kind):
+    """`workers: 2` (threads over the compiled table, or a MatcherPool of spawned processes where it is not built)
+    rewrites a shard's matched parquet byte for byte in content; a worker count below 1 is refused."""
+    from metaclip_assets.curation import matching
+
+    calls = []
+    real = matching.Matcher.parallel_ok
+    monkeypatch.setattr(matching.Matcher, "parallel_ok",
+                        lambda self, n: calls.append(n) or (real(self, n) if kind == "threads" else False))
+    pools = []
+    monkeypatch.setattr(matching.MatcherPool, "match_batch",
+                        lambda self, texts, _real=matching.MatcherPool.match_batch: pools.append(1) or _real(self, texts))
     root, _, _, instance = pipeline_run
     storage = Storage(root)
     shard = shard_partitions.get_partition_keys()[0]
@@ -170,6 +180,7 @@ def test_matched_pool_with_worker_processes_writes_the_same_rows(pipeline_run):
                           run_config={"ops": {"matched_pool": {"config": {"workers": 2}}}})
     assert storage.read_parquet(path).equals(before)
     assert _metadata(result, "matched_pool")["dagster/row_count"] == len(before)
+    assert 2 in calls and bool(pools) == (kind == "processes")
     with pytest.raises(Exception, match="workers must be >= 1"):
         _materialize(instance, resources, "matched_pool", key,
                      run_config={"ops": {"matched_pool": {"config": {"workers": 0}}}})

@@ -438,3 +438,20 @@ def test_match_builds_engines_lazily():
     assert m._ac_obj is None and m._native_obj is not None and m._levels_obj is None
     m2 = Matcher(["dog"])
     assert m2.match("dog") == [0] and m2._levels_obj is None
+
+
+def test_match_batch_threads_gives_the_same_csr(monkeypatch):
+    monkeypatch.setattr(matching, "_TOKEN_BATCH", 7)  # several batches, each split over the threads
+    rng = random.Random(5)
+    md = ["dog", "hot dog", "a b", "é", "cat", " dog"]
+    texts = [" ".join(rng.choice(["dog", "hot", "a", "b", "é", "cat", ""]) for _ in range(rng.randint(0, 6)))
+             for _ in range(50)] + ["dog \udc80"]  # lone surrogate: that batch goes the per-text route
+    m = Matcher(md)
+    off1, ids1 = m.match_batch(texts)
+    for threads in (2, 3, 8):
+        off, ids = m.match_batch(texts, threads=threads)
+        assert np.array_equal(off, off1) and np.array_equal(ids, ids1)
+    assert m.parallel_ok(2) and not m.parallel_ok(1)
+    assert not Matcher(["a\x00b"]).parallel_ok(2)  # automaton-only lists run one thread
+    with pytest.raises(ValueError, match="threads"):
+        m.match_batch(texts, threads=0)

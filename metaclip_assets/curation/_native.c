@@ -1266,36 +1266,22 @@ typedef struct {
     Py_ssize_t last;   /* index of the last token of its text */
 } Tok;
 
-static PyObject *py_token_match(PyObject *self, PyObject *args) {
-    PyObject *cap, *texts;
-    (void)self;
-    if (!PyArg_ParseTuple(args, "OO!", &cap, &PyList_Type, &texts)) return NULL;
-    TTable *t = (TTable *)PyCapsule_GetPointer(cap, "metaclip.token_table");
-    if (!t) return NULL;
-    Arena sp = {0}, rows = {0}, uids = {0};
+/* The hits of texts[0:n] (UTF-8) into rows/uids; no Python API, so it runs without the GIL. -1: out of memory. */
+static int match_texts(const TTable *t, const char *const *txts, const Py_ssize_t *lens, Py_ssize_t n, Arena *rows,
+                       Arena *uids) {
+    Arena sp = {0};
     Tok *tok = NULL;
     Py_ssize_t tcap = 0, first[MATCH_BLOCK + 1];
-    PyObject *res = NULL;
-    Py_ssize_t n = PyList_GET_SIZE(texts);
+    int rc = -1;
     for (Py_ssize_t r0 = 0; r0 < n; r0 += MATCH_BLOCK) {
         Py_ssize_t r1 = r0 + MATCH_BLOCK < n ? r0 + MATCH_BLOCK : n, nt = 0;
         sp.len = 0;
         /* A: space and split each text of the block, hash its tokens, prefetch their slots */
         for (Py_ssize_t r = r0; r < r1; r++) {
-            PyObject *o = PyList_GET_ITEM(texts, r);
-            Py_ssize_t len;
-            const char *txt = PyUnicode_Check(o) ? PyUnicode_AsUTF8AndSize(o, &len) : NULL;
-            if (!txt) {
-                if (PyUnicode_Check(o) && PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) {
-                    PyErr_Clear();
-                    res = Py_NewRef(Py_None);
-                } else if (!PyErr_Occurred()) {
-                    PyErr_SetString(PyExc_TypeError, "texts must be str");
-                }
-                goto done;
-            }
+            const char *txt = txts[r];
+            Py_ssize_t len = lens[r];
             /* matching.spacing(t)[1:-1]: each of , . ; : ? ! ` gets a space on both sides, TAB/LF/CR become a space */
-            if (arena_reserve(&sp, 3 * len + 1) < 0) goto nomem;
+            if (arena_reserve(&sp, 3 * len + 1) < 0) goto done;
             Py_ssize_t base = sp.len;
             char *w = sp.buf + base;
             for (Py_ssize_t i = 0; i < len; i++) {
@@ -1312,7 +1298,7 @@ static PyObject *py_token_match(PyObject *self, PyObject *args) {
                     if (nt == tcap) {
                         tcap = tcap ? 2 * tcap : 1024;
                         Tok *nb = (Tok *)realloc(tok, (size_t)tcap * sizeof(Tok));
-                        if (!nb) goto nomem;
+                        if (!nb) goto done;
                         tok = nb;
                     }
                     Tok *k = &tok[nt++];
@@ -1347,7 +1333,7 @@ static PyObject *py_token_match(PyObject *self, PyObject *args) {
                     if (!v) break;
                     if (v >= 2) {
                         uint64_t row = (uint64_t)r, uid = (v >> 1) - 1;
-                        if (out_put(&rows, &row, 8) < 0 || out_put(&uids, &uid, 8) < 0) goto nomem;
+                        if (out_put(rows, &row, 8) < 0 || out_put(uids, &uid, 8) < 0) goto done;
                     }
                     if (!(v & 1) || e == k->last) break;
                     e++;
@@ -1358,6 +1344,51 @@ static PyObject *py_token_match(PyObject *self, PyObject *args) {
             }
         }
     }
+    rc = 0;
+done:
+    free(sp.buf);
+    free(tok);
+    return rc;
+}
+
+static PyObject *py_token_match(PyObject *self, PyObject *args) {
+    PyObject *cap, *texts;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OO!", &cap, &PyList_Type, &texts)) return NULL;
+    TTable *t = (TTable *)PyCapsule_GetPointer(cap, "metaclip.token_table");
+    if (!t) return NULL;
+    /* a tuple copy keeps every str (and its UTF-8 buffer) alive while the GIL is released */
+    PyObject *held = PyList_AsTuple(texts), *res = NULL;
+    if (!held) return NULL;
+    Py_ssize_t n = PyTuple_GET_SIZE(held);
+    const char **txts = (const char **)malloc((size_t)(n ? n : 1) * sizeof(char *));
+    Py_ssize_t *lens = (Py_ssize_t *)malloc((size_t)(n ? n : 1) * sizeof(Py_ssize_t));
+    Arena rows = {0}, uids = {0};
+    if (!txts || !lens) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t r = 0; r < n; r++) {
+        PyObject *o = PyTuple_GET_ITEM(held, r);
+        txts[r] = PyUnicode_Check(o) ? PyUnicode_AsUTF8AndSize(o, &lens[r]) : NULL;
+        if (!txts[r]) {
+            if (PyUnicode_Check(o) && PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) {
+                PyErr_Clear(); /* lone surrogates: the caller routes the batch */
+                res = Py_NewRef(Py_None);
+            } else if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_TypeError, "texts must be str");
+            }
+            goto done;
+        }
+    }
+    int rc;
+    Py_BEGIN_ALLOW_THREADS /* the lookups run in parallel with other threads (Matcher.match_batch(threads=N)) */
+    rc = match_texts(t, txts, lens, n, &rows, &uids);
+    Py_END_ALLOW_THREADS
+    if (rc < 0) {
+        PyErr_NoMemory();
+        goto done;
+    }
     {
         PyObject *rb = PyBytes_FromStringAndSize(rows.buf ? rows.buf : "", rows.len);
         PyObject *ub = PyBytes_FromStringAndSize(uids.buf ? uids.buf : "", uids.len);
@@ -1365,14 +1396,12 @@ static PyObject *py_token_match(PyObject *self, PyObject *args) {
         Py_XDECREF(rb);
         Py_XDECREF(ub);
     }
-    goto done;
-nomem:
-    PyErr_NoMemory();
 done:
-    free(sp.buf);
+    free(txts);
+    free(lens);
     free(rows.buf);
     free(uids.buf);
-    free(tok);
+    Py_DECREF(held);
     return res;
 }
 

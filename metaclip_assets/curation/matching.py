@@ -20,7 +20,8 @@ import multiprocessing
 import os
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from functools import partial
 from itertools import chain
 from operator import itemgetter
@@ -267,19 +268,33 @@ class Matcher:
 
     # ---- batches ----
 
-    def match_batch(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    def match_batch(self, texts: Sequence[str], threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Match many texts; returns CSR columns ``(offsets int64 (n+1,), entry_ids uint32 (m,))``.
 
         Text k matched ``entry_ids[offsets[k]:offsets[k+1]]``, ascending, each id once. Token joins by default;
-        batches of ``_TOKEN_BATCH`` texts bound the memory of the token columns.
+        batches of ``_TOKEN_BATCH`` texts bound the memory of the token columns. ``threads > 1`` splits each batch
+        over that many threads sharing the one compiled table (its lookups run without the GIL); same output.
         """
-        n = len(texts)
-        rows, uids = [], []
-        for s in range(0, n, _TOKEN_BATCH):
-            r, u = self._hits(texts[s : s + _TOKEN_BATCH])
-            rows.append(r + np.uint64(s))
-            uids.append(u)
-        return self._csr(n, rows, uids)
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        parts = []  # CSR of consecutive slices, concatenated at the end
+        with ThreadPoolExecutor(threads) if self.parallel_ok(threads) else nullcontext() as ex:
+            for s in range(0, len(texts), _TOKEN_BATCH):
+                batch = texts[s : s + _TOKEN_BATCH]
+                if ex is None:
+                    parts.append(self._csr_of(batch))
+                else:  # one contiguous slice per thread: lookups and the per-slice sort both run in parallel
+                    step = -(-len(batch) // threads)
+                    parts.extend(ex.map(self._csr_of, [batch[a : a + step] for a in range(0, len(batch), step)]))
+        return _concat_csr(parts) if len(parts) != 1 else parts[0]
+
+    def _csr_of(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        rows, uids = self._hits(texts)
+        return self._csr(len(texts), [rows], [uids])
+
+    def parallel_ok(self, threads: int) -> bool:
+        """Whether ``match_batch(threads=threads)`` runs threads: only the compiled engine releases the GIL."""
+        return threads > 1 and _native is not None and self._token_ok
 
     def _match_batch_automaton(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """`match_batch` with the automaton only (what forked workers run: no polars in a forked child)."""

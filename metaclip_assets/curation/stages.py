@@ -41,11 +41,14 @@ class MatchStats:
         return {**asdict(self), "match_rate": round(self.match_rate, 6)}
 
 
-def match_pool(pool: pl.DataFrame, matcher: Matcher | MatcherPool) -> tuple[pl.DataFrame, MatchStats]:
+def match_pool(
+    pool: pl.DataFrame, matcher: Matcher | MatcherPool, threads: int = 1
+) -> tuple[pl.DataFrame, MatchStats]:
     """Pool rows that match at least one entry, with their sorted entry ids as a List(UInt32) column.
 
-    `matcher` is a Matcher or a MatcherPool (same `match_batch` output, over several processes)."""
-    offsets, ids = matcher.match_batch(pool["text"].to_list())
+    `matcher` is a Matcher (on `threads` threads) or a MatcherPool (processes); the output is the same."""
+    texts = pool["text"].to_list()
+    offsets, ids = matcher.match_batch(texts, threads) if isinstance(matcher, Matcher) else matcher.match_batch(texts)
     lengths = np.diff(offsets)
     rows = np.flatnonzero(lengths)
     # Build the list column without a Python loop: (row, id) pairs grouped back per row, in row order.

@@ -91,9 +91,10 @@ def _crawl_pool_shard(context: dg.AssetExecutionContext, curation_storage: Curat
 
 
 class MatchConfig(dg.Config):
-    workers: int = Field(default=1, description="matching processes. 1: in the step's process; N > 1: a "
-                         "MatcherPool of N spawned workers, each building the matcher once (~2 s per 500k entries), "
-                         "for run pods with N cores. The output is identical either way.")
+    workers: int = Field(default=1, description="parallel matching for run pods with N cores. N > 1: N threads "
+                         "over the one compiled token table in the step's process (its lookups release the GIL), or, "
+                         "where the compiled module is not built, a MatcherPool of N spawned processes that each "
+                         "build the matcher once (~2 s per 500k entries). The output is identical either way.")
 
 
 @dg.asset(
@@ -118,19 +119,20 @@ def matched_pool(context: dg.AssetExecutionContext, curation_storage: CurationSt
     if config.workers < 1:
         raise ValueError(f"workers must be >= 1, got {config.workers}")
     started = time.perf_counter()
-    # one matcher (or pool of workers, stopped on exit) for every shard of a ranged run
-    with MatcherPool(entries, config.workers) if config.workers > 1 else nullcontext(Matcher(entries)) as matcher:
+    # one matcher (or pool of worker processes, stopped on exit) for every shard of a ranged run
+    matcher = Matcher(entries)
+    processes = config.workers > 1 and not matcher.parallel_ok(config.workers)
+    with MatcherPool(entries, config.workers) if processes else nullcontext(matcher) as matcher:
         build_s = time.perf_counter() - started
         return materialize_each(context, keys, lambda key: _match_shard(
-            context, storage, matcher, sha, build_s, *split_key(key)))
+            context, storage, matcher, sha, build_s, *split_key(key), threads=config.workers))
 
 
 def _match_shard(context: dg.AssetExecutionContext, storage: Storage, matcher: Matcher | MatcherPool, sha: str,
-                 build_s: float,
-                 snapshot: str, shard: int) -> dg.MaterializeResult:
+                 build_s: float, snapshot: str, shard: int, threads: int = 1) -> dg.MaterializeResult:
     pool = storage.read_parquet(layout.pool_key(snapshot, shard, NUM_SHARDS))
     built = time.perf_counter()
-    matched, stats = match_pool(pool, matcher) if len(pool) else (empty_matched(POOL_SCHEMA), None)
+    matched, stats = match_pool(pool, matcher, threads) if len(pool) else (empty_matched(POOL_SCHEMA), None)
     elapsed = time.perf_counter() - built
     uri = storage.write_parquet(layout.matched_key(snapshot, shard, NUM_SHARDS), matched)
     stats_dict = {
