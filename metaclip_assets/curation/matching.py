@@ -5,7 +5,7 @@ both sides of each of `` , . ; : ? ! ` ``, turn each TAB/LF/CR into ONE space, c
 matches iff ``" " + e + " "`` is a plain substring of the normalised text. Case-sensitive, no Unicode normalisation;
 overlapping and nested matches all count; each entry id is reported once, ids sorted ascending.
 
-`Matcher.match_batch` computes exactly these sets without an automaton, by hash joins over the spaced text's
+`Matcher.match_batch` computes exactly these sets without an automaton, by hash lookups of the spaced text's
 space-separated tokens (see `Matcher`); `Matcher.match` and a few rare inputs use an Aho-Corasick automaton.
 
 Unlike upstream, no module global silently pins the first metadata list: a `Matcher` is built from one list and passed
@@ -135,9 +135,10 @@ class Matcher:
         padded entry, hence ``" e " in T`` iff ``e == " ".join(toks[a:b])`` for a run of ``T[1:-1].split(" ")``
         (empty tokens from runs of spaces included, so a double space breaks a multi-word entry exactly as in the
         plain loop, and entries with leading/trailing/double spaces match exactly where ``" e "`` occurs). Tokens
-        are looked up with polars hash joins against the entries and their token prefixes, one small table per run
-        length, extending only the runs that a longer entry can still continue: one hash probe per token instead
-        of one automaton state (a cache miss with 500k patterns) per byte, ~2x less CPU than the automaton.
+        are looked up in one table of the entries and their token prefixes, extending only the runs that a longer
+        entry can still continue: one hash probe per token instead of one automaton state (a cache miss with 500k
+        patterns) per byte. The table is compiled (`_native.token_match`, ~4.6x less CPU than the automaton, GIL
+        released so ``threads=N`` scales); without the compiled module the same joins run in polars (~1.6x).
       * an ahocorasick-rs automaton over the padded entries as UTF-8 bytes: used by `match` on single texts, for
         texts polars cannot hold (NUL, lone surrogates), for metadata with a NUL in an entry, and by the forked
         workers of `match_pool_parallel`.
