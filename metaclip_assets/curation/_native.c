@@ -286,42 +286,38 @@ static int key_is(const unsigned char *k, Py_ssize_t n, const char *lit) {
     return (size_t)n == m && memcmp(k, lit, m) == 0;
 }
 
+/* The tracked keys: (object kind, key, kind of its value, slot for the duplicate check within that object). */
+static const struct {
+    int parent;
+    const char *key;
+    int child, slot;
+} TRACKED[] = {
+    {K_ROOT, "Envelope", K_ENV, 0},
+    {K_ENV, "Payload-Metadata", K_PAYLOAD, 0},
+    {K_ENV, "WARC-Header-Metadata", K_WHM, 1},
+    {K_PAYLOAD, "HTTP-Response-Metadata", K_HTTP, 0},
+    {K_HTTP, "HTML-Metadata", K_HTML, 0},
+    {K_HTML, "Head", K_HEAD, 0},
+    {K_HTML, "Links", K_LINKS, 1},
+    {K_HEAD, "Base", K_BASE, 0},
+    {K_WHM, "WARC-Target-URI", K_TARGET, 0},
+    {K_WHM, "WARC-Date", K_DATE, 1},
+    {K_LINK, "path", K_PATH, 0},
+    {K_LINK, "url", K_URL, 1},
+    {K_LINK, "alt", K_ALT, 2},
+    {K_LINK, "title", K_TITLE, 3},
+    {K_LINK, "data-image-title", K_DIT, 4},
+};
+
 /* Child kind of key k inside an object of kind `kind`; K_NONE for untracked keys. */
 static int child_kind(int kind, const unsigned char *k, Py_ssize_t n, int *slot) {
-    *slot = -1;
-    switch (kind) {
-        case K_ROOT:
-            if (key_is(k, n, "Envelope")) { *slot = 0; return K_ENV; }
-            break;
-        case K_ENV:
-            if (key_is(k, n, "Payload-Metadata")) { *slot = 0; return K_PAYLOAD; }
-            if (key_is(k, n, "WARC-Header-Metadata")) { *slot = 1; return K_WHM; }
-            break;
-        case K_PAYLOAD:
-            if (key_is(k, n, "HTTP-Response-Metadata")) { *slot = 0; return K_HTTP; }
-            break;
-        case K_HTTP:
-            if (key_is(k, n, "HTML-Metadata")) { *slot = 0; return K_HTML; }
-            break;
-        case K_HTML:
-            if (key_is(k, n, "Head")) { *slot = 0; return K_HEAD; }
-            if (key_is(k, n, "Links")) { *slot = 1; return K_LINKS; }
-            break;
-        case K_HEAD:
-            if (key_is(k, n, "Base")) { *slot = 0; return K_BASE; }
-            break;
-        case K_WHM:
-            if (key_is(k, n, "WARC-Target-URI")) { *slot = 0; return K_TARGET; }
-            if (key_is(k, n, "WARC-Date")) { *slot = 1; return K_DATE; }
-            break;
-        case K_LINK:
-            if (key_is(k, n, "path")) { *slot = 0; return K_PATH; }
-            if (key_is(k, n, "url")) { *slot = 1; return K_URL; }
-            if (key_is(k, n, "alt")) { *slot = 2; return K_ALT; }
-            if (key_is(k, n, "title")) { *slot = 3; return K_TITLE; }
-            if (key_is(k, n, "data-image-title")) { *slot = 4; return K_DIT; }
-            break;
+    for (size_t i = 0; i < sizeof(TRACKED) / sizeof(TRACKED[0]); i++) {
+        if (TRACKED[i].parent == kind && key_is(k, n, TRACKED[i].key)) {
+            *slot = TRACKED[i].slot;
+            return TRACKED[i].child;
+        }
     }
+    *slot = -1;
     return K_NONE;
 }
 
@@ -337,6 +333,32 @@ static int push_link(Scan *s) {
     return 0;
 }
 
+/* At '{' or '[': consume it; 1 if the container is empty (its closing byte consumed too), else 0. */
+static int open_container(Scan *s, unsigned char close) {
+    s->p++;
+    skip_ws(s);
+    if (s->p < s->end && *s->p == close) {
+        s->p++;
+        return 1;
+    }
+    return 0;
+}
+
+/* After a member or element: 1 at ',' (another follows), 0 at the closing byte (consumed), -1 otherwise. */
+static int after_member(Scan *s, unsigned char close) {
+    skip_ws(s);
+    if (s->p < s->end && *s->p == ',') {
+        s->p++;
+        skip_ws(s);
+        return 1;
+    }
+    if (s->p < s->end && *s->p == close) {
+        s->p++;
+        return 0;
+    }
+    FAIL(s);
+}
+
 static int parse_object(Scan *s, int kind, int depth) {
     unsigned seen = 0;
     Py_ssize_t link_mark = s->arena.len;
@@ -345,12 +367,7 @@ static int parse_object(Scan *s, int kind, int depth) {
         s->cur_path_state = 0;
         s->cur_url_null = 0;
     }
-    s->p++; /* '{' */
-    skip_ws(s);
-    if (s->p < s->end && *s->p == '}') {
-        s->p++;
-        return T_OBJ;
-    }
+    if (open_container(s, '}')) return T_OBJ;
     for (;;) {
         if (s->p >= s->end || *s->p != '"') FAIL(s);
         const unsigned char *k = s->p + 1;
@@ -398,18 +415,9 @@ static int parse_object(Scan *s, int kind, int depth) {
                 break;
             default: break;
         }
-        skip_ws(s);
-        if (s->p >= s->end) FAIL(s);
-        if (*s->p == ',') {
-            s->p++;
-            skip_ws(s);
-            continue;
-        }
-        if (*s->p == '}') {
-            s->p++;
-            break;
-        }
-        FAIL(s);
+        int more = after_member(s, '}');
+        if (more < 0) return -1;
+        if (!more) break;
     }
     if (kind == K_LINK) {
         if (s->cur_path_state == 1 && s->cur.url.present) {
@@ -423,28 +431,14 @@ static int parse_object(Scan *s, int kind, int depth) {
 
 static int parse_array(Scan *s, int kind, int depth) {
     int elem = kind == K_LINKS ? K_LINK : K_NONE;
-    s->p++; /* '[' */
-    skip_ws(s);
-    if (s->p < s->end && *s->p == ']') {
-        s->p++;
-        return T_ARR;
-    }
+    if (open_container(s, ']')) return T_ARR;
     for (;;) {
         int t = parse_value(s, elem, depth + 1);
         if (t < 0) return -1;
         if (elem == K_LINK && t != T_OBJ) FAIL(s); /* Python raises on a non-dict link */
-        skip_ws(s);
-        if (s->p >= s->end) FAIL(s);
-        if (*s->p == ',') {
-            s->p++;
-            skip_ws(s);
-            continue;
-        }
-        if (*s->p == ']') {
-            s->p++;
-            return T_ARR;
-        }
-        FAIL(s);
+        int more = after_member(s, ']');
+        if (more < 0) return -1;
+        if (!more) return T_ARR;
     }
 }
 
@@ -1069,6 +1063,16 @@ static void sha224_hex24(const unsigned char *p, size_t len, char out[24]) {
         }
 }
 
+/* Parse args as two lists of the same length (ids(), token_table()): the length, or -1 with an exception. */
+static Py_ssize_t two_lists(PyObject *args, PyObject **a, PyObject **b, const char *names) {
+    if (!PyArg_ParseTuple(args, "O!O!", &PyList_Type, a, &PyList_Type, b)) return -1;
+    if (PyList_GET_SIZE(*a) != PyList_GET_SIZE(*b)) {
+        PyErr_Format(PyExc_ValueError, "%s differ in length", names);
+        return -1;
+    }
+    return PyList_GET_SIZE(*a);
+}
+
 PyDoc_STRVAR(ids_doc,
 "ids(urls, texts) -> (pair_ids: bytes, image_uuids: list[str])\n\n"
 "pool.pair_ids (little-endian blake2b-64 of url NUL text, as 8 bytes per row) and pool.image_uuid per row\n"
@@ -1077,12 +1081,8 @@ PyDoc_STRVAR(ids_doc,
 static PyObject *py_ids(PyObject *self, PyObject *args) {
     PyObject *urls, *texts;
     (void)self;
-    if (!PyArg_ParseTuple(args, "O!O!", &PyList_Type, &urls, &PyList_Type, &texts)) return NULL;
-    Py_ssize_t n = PyList_GET_SIZE(urls);
-    if (PyList_GET_SIZE(texts) != n) {
-        PyErr_SetString(PyExc_ValueError, "urls and texts differ in length");
-        return NULL;
-    }
+    Py_ssize_t n = two_lists(args, &urls, &texts, "urls and texts");
+    if (n < 0) return NULL;
     PyObject *out = PyBytes_FromStringAndSize(NULL, n * 8);
     PyObject *uuids = PyList_New(n);
     if (!out || !uuids) goto fail;
@@ -1191,12 +1191,8 @@ PyDoc_STRVAR(token_table_doc,
 static PyObject *py_token_table(PyObject *self, PyObject *args) {
     PyObject *keys, *values;
     (void)self;
-    if (!PyArg_ParseTuple(args, "O!O!", &PyList_Type, &keys, &PyList_Type, &values)) return NULL;
-    Py_ssize_t n = PyList_GET_SIZE(keys);
-    if (PyList_GET_SIZE(values) != n) {
-        PyErr_SetString(PyExc_ValueError, "keys and values differ in length");
-        return NULL;
-    }
+    Py_ssize_t n = two_lists(args, &keys, &values, "keys and values");
+    if (n < 0) return NULL;
     TTable *t = (TTable *)calloc(1, sizeof(TTable));
     if (!t) return PyErr_NoMemory();
     uint64_t cap = 16;
