@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 from types import SimpleNamespace
 from unittest import mock
@@ -285,3 +286,17 @@ def test_pipes_k8s_client_run_reports_metadata_and_check(tmp_path):
     assert "mlflow_run_id" not in md  # tracking switched off by env for this test
     [check] = result.get_asset_check_evaluations()
     assert check.check_name == "loss_finite" and check.passed and check.metadata["steps"].value == 2
+
+
+def test_user_code_image_compiles_the_extension_in_a_build_stage():
+    """pyproject declares a C extension (curation/_native.c): the slim image has no compiler, so a build stage
+    with gcc makes the wheel and the runtime stage installs that wheel, not the source tree."""
+    text = "\n".join(line for line in (K8S / "Dockerfile.user-code").read_text().splitlines()
+                     if not line.lstrip().startswith("#"))
+    build, _, runtime = text.rpartition("\nFROM ")  # the last FROM starts the runtime stage
+    assert " AS build" in build and "gcc" in build and "pip wheel" in build and "-w /wheels ." in build
+    assert "COPY --from=build /wheels /wheels" in runtime and "pip install --no-cache-dir /wheels/*.whl" in runtime
+    assert "gcc" not in runtime and "COPY metaclip_assets" not in runtime
+    ext = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["ext-modules"]
+    assert [(e["name"], e["sources"]) for e in ext] == [
+        ("metaclip_assets.curation._native", ["metaclip_assets/curation/_native.c"])]
