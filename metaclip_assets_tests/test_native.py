@@ -28,11 +28,17 @@ def test_ids_equal_hashlib():
     urls = ["".join(rng.choice(alphabet) for _ in range(n)) for n in lengths]
     texts = ["".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 300))) for _ in lengths]
     urls[10:13] = ["same"] * 3  # consecutive equal URLs share one uuid computation
-    raw, uuids = _native.ids(urls, texts)
     expected = [int.from_bytes(hashlib.blake2b(f"{u}\x00{t}".encode(), digest_size=8).digest(), "little")
                 for u, t in zip(urls, texts)]
-    assert np.frombuffer(raw, dtype="<u8").tolist() == expected
-    assert uuids == [hashlib.sha224(u.encode()).hexdigest()[:24] for u in urls]
+    detected = _native.sha_extensions()
+    try:  # sha224 on the x86 SHA extensions where the CPU has them, and the portable loop
+        for use_sha_ni in sorted({detected, False}):
+            assert _native.sha_extensions(use_sha_ni) == use_sha_ni
+            raw, uuids = _native.ids(urls, texts)
+            assert np.frombuffer(raw, dtype="<u8").tolist() == expected
+            assert uuids == [hashlib.sha224(u.encode()).hexdigest()[:24] for u in urls], use_sha_ni
+    finally:
+        _native.sha_extensions(detected)
     with pytest.raises(ValueError):
         _native.ids(["a"], [])
     with pytest.raises(TypeError):
