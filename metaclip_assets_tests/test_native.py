@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from metaclip_assets.curation import _native, pool, wat
+from metaclip_assets.curation.pool import UrlResolver
 
 from .test_pool import PAGE, PAGE_LINKS, SNAP, _random_links, _warcinfo, img, wat_json, wat_record, write_members
 
@@ -122,7 +123,10 @@ def test_compiled_rows_equal_python_rows_on_damaged_payloads(tmp_path, monkeypat
     rng = random.Random(11)
     members = [_warcinfo()]
     for i in range(2500):
-        uri = rng.choice([f"https://h{i % 5}.example/d/p{i}.html", "https://h.example", "http://[::1]/x/", "<http://w.example/a/>"])
+        uri = rng.choice([f"https://h{i % 5}.example/d/p{i}.html", "https://h.example", "http://[::1]/x/", "<http://w.example/a/>",
+                          "https://h.example:8080/a/b/c.html?q=1#f", "http://h.example/a//b/", "https://h.example/./x",
+                          "https://u@h.example/p/", "https://bü.example/p", "http://h.example;p/x", "HTTP://H.example/x",
+                          "https://h.example/π/ü.html", "https://:80/x", " https://h.example/x", "https://h.example?q"])
         base = rng.choice([None, None, "/b/", "https://base.example/x/", " //cdn.example/ "])
         links = PAGE_LINKS if i % 50 == 0 else _links(rng)
         payload = wat_json(uri, links, base=base, date=rng.choice(["2024-05-18T01:58:10Z", ""]))
@@ -156,6 +160,27 @@ def test_compiled_rows_equal_python_rows_on_damaged_payloads(tmp_path, monkeypat
     assert {"no_src", "data_uri", "no_text"} <= set(cst.counts)
 
 
+def test_page_parts_equal_url_resolver():
+    """The page URLs rows() takes in C get exactly UrlResolver's shortcut state; the rest is left to Python."""
+    rng = random.Random(9)
+    starts = ["http://", "https://", "https://", "HTTP://", "ftp://", "http:/", "https://:80", "http://u@", ""]
+    pieces = ["a", "B", "é", "/", "/", "//", "?", "#", ";", ":", "@", "[", "]", "\\", " ", "\t", "\x7f", ".", "..",
+              "/.", "8080", "%20", "\u3000", "x.html", "h.example"]
+    taken = 0
+    for _ in range(20000):
+        url = rng.choice(starts) + "".join(rng.choice(pieces) for _ in range(rng.randint(0, 8)))
+        parts = _native.page_parts(url)
+        if parts is not None:
+            taken += 1
+            assert parts == UrlResolver(url).shortcut_parts(), url
+    assert taken > 500, taken  # 810 of these adversarial URLs
+    for url in ["https://h.example", "http://h.example/", "https://h.example:8080/a/b/c.html?q=1#f",
+                "https://h.example/a//b/", "https://h.example/é/"]:  # the common shapes are taken in C
+        assert _native.page_parts(url) == UrlResolver(url).shortcut_parts(), url
+    for url in ["https://u@h.example/", "https://bü.example/", "http://[::1]/", "https://h.example;p/", "ftp://h/"]:
+        assert _native.page_parts(url) is None, url
+
+
 def test_compiled_path_on_the_fixed_page(tmp_path):
     path = tmp_path / "p.wat.gz"
     write_members(path, [wat_record(PAGE, wat_json(PAGE, PAGE_LINKS))])
@@ -184,18 +209,18 @@ def test_rows_hands_back_what_it_does_not_handle():
         b'{"a":"\xff","Envelope":{"Payload-Metadata":{}}}',  # invalid UTF-8 anywhere
         b'{"a":' + b"[" * 300 + b"]" * 300 + b',"Envelope":{"Payload-Metadata":{}}}',  # deeper than the limit
     ]:
-        assert _native.rows(payload, 0, len(payload), b"", 0, cb, cols) is None, payload
+        assert _native.rows(payload, 0, len(payload), b"", 0, cb, cb, cols) is None, payload
     ok = b' {"Envelope":{"Payload-Metadata":{"x":[1,-0.5e+3,true,false,null,{"y":"\\u00e9\\ud83d\\ude00"}]}}} '
-    assert _native.rows(ok, 0, len(ok), b"", 0, cb, cols) == (0, 0, 0, 0)  # valid, no links: no callback
+    assert _native.rows(ok, 0, len(ok), b"", 0, cb, cb, cols) == (0,) * 6  # valid, no links: no callback
     assert len(cols) == 0
     with pytest.raises(ValueError):
-        _native.rows(ok, 5, len(ok) + 1, b"", 0, cb, cols)
+        _native.rows(ok, 5, len(ok) + 1, b"", 0, cb, cb, cols)
     # member(): a Content-Length that is not all digits is the Python path's bad_warc, even where its
     # characters would add up to the right length ("1<" read digit by digit is 22)
     head = b"WARC/1.0\r\nWARC-Type: metadata\r\nContent-Length: %s\r\n\r\n"
     payload = b'{"Payload-Metadata":0}'
-    assert _native.member(head % b"22" + payload, 0, cb, cols) == (0, 0, 0, 0)
-    assert _native.member(head % b"1<" + payload, 0, cb, cols) is None
+    assert _native.member(head % b"22" + payload, 0, cb, cb, cols) == (0,) * 6
+    assert _native.member(head % b"1<" + payload, 0, cb, cb, cols) is None
 
 
 def test_member_framing_equals_python(tmp_path, monkeypatch):

@@ -662,23 +662,18 @@ static int append_row(PyObject **lists, PyObject **vals) {
 
 static const char *COL_NAMES[6] = {"url", "text", "text_key", "record_offset", "page_url", "fetch_time"};
 
-/* Emit the rows of the scanned image links. Returns the counts tuple, or NULL on error. */
-static PyObject *emit(Scan *s, PyObject *page, PyObject *cols, PyObject *offset) {
-    PyObject *page_url, *fetch_time, *resolve_fn, *parts;
-    if (!PyArg_ParseTuple(page, "OOOO", &page_url, &fetch_time, &resolve_fn, &parts)) return NULL;
+/* Emit the rows of the scanned image links for a page with shortcut state `pg`. Sources the shortcuts do not
+ * cover go to resolve_fn(src), made by factory(page_url) on first need when resolve_fn is NULL. `pages` is 1 when
+ * the page was taken in C (the counts then include pages_with_images and images_seen), 0 when page_cb did it.
+ * Returns the counts tuple, or NULL on error. */
+static PyObject *emit(Scan *s, PyObject *page_url, PyObject *fetch_time, PyObject *resolve_fn, PyObject *factory,
+                      const Page *pgp, int pages, PyObject *cols, PyObject *offset) {
     PyObject *lists[6] = {0};
-    PyObject *result = NULL, *parses_obj, *origin, *scheme, *dir;
+    PyObject *result = NULL;
     Arena out = {0};
     long no_src = 0, data_uri = 0, bad_url = 0, no_text = 0;
-    Page pg = {0};
-    if (!PyArg_ParseTuple(parts, "OOOO", &parses_obj, &origin, &scheme, &dir)) return NULL;
-    pg.parses = PyObject_IsTrue(parses_obj);
-    if (utf8_of(origin, &pg.origin, &pg.origin_len) < 0 || utf8_of(scheme, &pg.scheme, &pg.scheme_len) < 0 ||
-        utf8_of(dir, &pg.dir, &pg.dir_len) < 0) {
-        PyErr_Clear(); /* not encodable: every src goes through resolve() */
-        pg.parses = 0;
-    }
-    if (pg.origin && !pg.scheme) pg.origin = NULL;
+    Page pg = *pgp;
+    Py_XINCREF(resolve_fn);
     for (int i = 0; i < 6; i++) {
         lists[i] = PyObject_GetAttrString(cols, COL_NAMES[i]);
         if (!lists[i] || !PyList_Check(lists[i])) {
@@ -700,6 +695,7 @@ static PyObject *emit(Scan *s, PyObject *page, PyObject *cols, PyObject *offset)
         if (r) {
             url = PyUnicode_DecodeUTF8(out.buf, out.len, NULL);
         } else {
+            if (!resolve_fn && !(resolve_fn = PyObject_CallOneArg(factory, page_url))) goto done;
             PyObject *src = PyUnicode_DecodeUTF8((const char *)a, n, NULL);
             if (!src) goto done;
             url = PyObject_CallOneArg(resolve_fn, src);
@@ -727,27 +723,92 @@ static PyObject *emit(Scan *s, PyObject *page, PyObject *cols, PyObject *offset)
         Py_DECREF(url);
         if (!added) no_text++;
     }
-    result = Py_BuildValue("(llll)", no_src, data_uri, bad_url, no_text);
+    result = Py_BuildValue("(llllin)", no_src, data_uri, bad_url, no_text, pages, pages ? s->nlinks : 0);
 done:
     for (int i = 0; i < 6; i++) Py_XDECREF(lists[i]);
+    Py_XDECREF(resolve_fn);
     free(out.buf);
     return result;
+}
+
+/* pool.UrlResolver(page_url) without a <base href>, for a page URL its regex _PAGE_SIMPLE takes apart by slicing
+ * (http(s), ASCII host without userinfo or brackets, no params): the shortcut state as pointers into u[0:n].
+ * 0 for any other URL: the Python constructor decides (urlparse). */
+static int page_parts(const unsigned char *u, Py_ssize_t n, Page *pg) {
+    Py_ssize_t i;
+    if (n >= 7 && memcmp(u, "http://", 7) == 0) i = 7;
+    else if (n >= 8 && memcmp(u, "https://", 8) == 0) i = 8;
+    else return 0;
+    Py_ssize_t host = i;
+    for (; i < n; i++) { /* netloc: [^/?#;@\[\]\\\x00-\x20\x7f]+, then .isascii() */
+        unsigned char c = u[i];
+        if (c == '/' || c == '?' || c == '#' || c == ';' || c == '@' || c == '[' || c == ']' || c == '\\' || c <= 0x20 ||
+            c == 0x7F)
+            break;
+        if (c >= 0x80) return 0;
+    }
+    if (i == host || u[host] == ':') return 0; /* empty netloc or host: the Python path */
+    Py_ssize_t netloc_end = i, path = i;
+    if (i < n && u[i] == '/')
+        for (i++; i < n && u[i] != '?' && u[i] != '#' && u[i] != ';' && u[i] != '\\' && u[i] > 0x20 && u[i] != 0x7F;)
+            i++;
+    Py_ssize_t path_end = i;
+    if (i < n && (u[i] == '?' || u[i] == '#'))
+        for (i++; i < n && u[i] > 0x20 && u[i] != 0x7F;) i++;
+    if (i != n) return 0;
+    memset(pg, 0, sizeof(*pg));
+    pg->parses = 1;
+    pg->origin = (const char *)u;
+    pg->origin_len = netloc_end;
+    pg->scheme = (const char *)u;
+    pg->scheme_len = u[4] == 's' ? 5 : 4;
+    const unsigned char *p = u + path;
+    Py_ssize_t pn = path_end - path;
+    if (!contains2(p, pn, '/', '/') && !contains2(p, pn, '/', '.')) {
+        Py_ssize_t last = pn - 1;
+        while (last >= 0 && p[last] != '/') last--;
+        pg->dir = last >= 0 ? (const char *)p : "/";
+        pg->dir_len = last >= 0 ? last + 1 : 1;
+    }
+    return 1;
+}
+
+PyDoc_STRVAR(page_parts_doc,
+"page_parts(page_url) -> (parses, origin, scheme, dir) | None\n\n"
+"UrlResolver(page_url).shortcut_parts() as rows() computes it for plain page URLs; None where it asks Python (tests).");
+
+static PyObject *py_page_parts(PyObject *self, PyObject *arg) {
+    Py_ssize_t n;
+    (void)self;
+    const char *u = PyUnicode_AsUTF8AndSize(arg, &n);
+    if (!u) return NULL;
+    Page pg;
+    if (!page_parts((const unsigned char *)u, n, &pg)) Py_RETURN_NONE;
+    PyObject *dir = pg.dir ? PyUnicode_DecodeUTF8(pg.dir, pg.dir_len, NULL) : Py_NewRef(Py_None);
+    PyObject *res = dir ? Py_BuildValue("(Os#s#O)", Py_True, pg.origin, pg.origin_len, pg.scheme, pg.scheme_len, dir)
+                        : NULL;
+    Py_XDECREF(dir);
+    return res;
 }
 
 static PyObject *ZERO_COUNTS;
 
 PyDoc_STRVAR(rows_doc,
-"rows(data, start, end, block, offset, page_cb, cols) -> (no_src, data_uri, bad_url, no_text) | None\n\n"
+"rows(data, start, end, block, offset, page_cb, make_resolver, cols)\n"
+"    -> (no_src, data_uri, bad_url, no_text, pages_with_images, images_seen) | None\n\n"
 "Append the pool rows of the WAT JSON payload data[start:end] to `cols` (a PoolColumns).\n"
-"page_cb(target_uri, warc_date, base, n_images, block) is called once if the page has image links;\n"
-"it returns None (page skipped, counted by the callback) or (page_url, fetch_time, resolve,\n"
-"(parses, origin, scheme, dir)). Returns None, with nothing appended, when the payload is outside\n"
-"the shape this fast path handles: the caller then parses it in Python.");
+"A page with image links, an envelope URL and date, no <base href> and a plain URL (page_parts) is taken in C:\n"
+"the last two counts are then 1 and its number of image links, and make_resolver(page_url).resolve-like\n"
+"callables are made only for sources the shortcuts do not cover. Any other page goes to\n"
+"page_cb(target_uri, warc_date, base, n_images, block), which counts the page itself and returns None (page\n"
+"skipped) or (page_url, fetch_time, resolve, (parses, origin, scheme, dir)). Returns None, with nothing appended,\n"
+"when the payload is outside the shape this fast path handles: the caller then parses it in Python.");
 
 /* Rows of the payload buf[start:end] (see rows_doc). The WARC header block is passed to the page
  * callback: `block` if given, else a bytes copy of blk[0:blen] made only when a page needs it. */
 static PyObject *payload_rows(const unsigned char *buf, Py_ssize_t start, Py_ssize_t end, PyObject *block,
-                              const char *blk, Py_ssize_t blen, PyObject *offset, PyObject *page_cb, PyObject *cols) {
+                              const char *blk, Py_ssize_t blen, PyObject *offset, PyObject *page_cb,
+                              PyObject *make_resolver, PyObject *cols) {
     PyObject *result = NULL;
     Scan s;
     memset(&s, 0, sizeof(s));
@@ -764,6 +825,18 @@ static PyObject *payload_rows(const unsigned char *buf, Py_ssize_t start, Py_ssi
         result = Py_NewRef(ZERO_COUNTS);
         goto done;
     }
+    Page pg;
+    if (!s.base.present && s.target.present && s.target.len && s.date.present && s.date.len &&
+        page_parts((const unsigned char *)s.arena.buf + s.target.off, s.target.len, &pg)) {
+        /* wat.page_context for the common page (envelope URL and date, no <base href>, a plain URL), in C */
+        PyObject *page_url = str_or_none(&s, &s.target), *fetch_time = page_url ? str_or_none(&s, &s.date) : NULL;
+        if (fetch_time) {
+            result = emit(&s, page_url, fetch_time, NULL, make_resolver, &pg, 1, cols, offset);
+        }
+        Py_XDECREF(page_url);
+        Py_XDECREF(fetch_time);
+        goto done;
+    }
     PyObject *target = NULL, *date = NULL, *base = NULL, *page = NULL, *blk_obj = NULL;
     blk_obj = block ? Py_NewRef(block) : PyBytes_FromStringAndSize(blk, blen);
     if (blk_obj && (target = str_or_none(&s, &s.target)) && (date = str_or_none(&s, &s.date)) &&
@@ -775,8 +848,23 @@ static PyObject *payload_rows(const unsigned char *buf, Py_ssize_t start, Py_ssi
     Py_XDECREF(base);
     Py_XDECREF(blk_obj);
     if (!page) goto done;
-    if (page == Py_None) result = Py_NewRef(ZERO_COUNTS);
-    else result = emit(&s, page, cols, offset);
+    if (page == Py_None) {
+        result = Py_NewRef(ZERO_COUNTS);
+    } else {
+        PyObject *page_url, *fetch_time, *resolve_fn, *parses_obj, *origin, *scheme, *dir;
+        if (PyArg_ParseTuple(page, "OOO(OOOO)", &page_url, &fetch_time, &resolve_fn, &parses_obj, &origin, &scheme,
+                             &dir)) {
+            memset(&pg, 0, sizeof(pg));
+            pg.parses = PyObject_IsTrue(parses_obj);
+            if (utf8_of(origin, &pg.origin, &pg.origin_len) < 0 || utf8_of(scheme, &pg.scheme, &pg.scheme_len) < 0 ||
+                utf8_of(dir, &pg.dir, &pg.dir_len) < 0) {
+                PyErr_Clear(); /* not encodable: every src goes through resolve() */
+                pg.parses = 0;
+            }
+            if (pg.origin && !pg.scheme) pg.origin = NULL;
+            result = emit(&s, page_url, fetch_time, resolve_fn, NULL, &pg, 0, cols, offset);
+        }
+    }
     Py_DECREF(page);
 done:
     free(s.arena.buf);
@@ -787,13 +875,15 @@ done:
 static PyObject *py_rows(PyObject *self, PyObject *args) {
     Py_buffer buf;
     Py_ssize_t start, end;
-    PyObject *block, *offset, *page_cb, *cols, *result = NULL;
+    PyObject *block, *offset, *page_cb, *make_resolver, *cols, *result = NULL;
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*nnOOOO", &buf, &start, &end, &block, &offset, &page_cb, &cols)) return NULL;
+    if (!PyArg_ParseTuple(args, "y*nnOOOOO", &buf, &start, &end, &block, &offset, &page_cb, &make_resolver, &cols))
+        return NULL;
     if (start < 0 || end > buf.len || start > end)
         PyErr_SetString(PyExc_ValueError, "start/end outside the buffer");
     else
-        result = payload_rows((const unsigned char *)buf.buf, start, end, block, NULL, 0, offset, page_cb, cols);
+        result = payload_rows((const unsigned char *)buf.buf, start, end, block, NULL, 0, offset, page_cb,
+                              make_resolver, cols);
     PyBuffer_Release(&buf);
     return result;
 }
@@ -826,17 +916,17 @@ static int header_value(const unsigned char *blk, Py_ssize_t bn, const char *key
 }
 
 PyDoc_STRVAR(member_doc,
-"member(data, offset, page_cb, cols) -> (no_src, data_uri, bad_url, no_text) | None\n\n"
+"member(data, offset, page_cb, make_resolver, cols) -> rows()'s counts | None\n\n"
 "One inflated gzip member of a WAT file, in the usual layout (exactly one valid WARC record, headers in\n"
-"their canonical case): the rows of its payload as rows() gives them, (0, 0, 0, 0) for a record without\n"
+"their canonical case): the rows of its payload as rows() gives them, all-zero counts for a record without\n"
 "rows (not metadata; no IMG link and no sign of damage). None, with nothing appended, for anything else:\n"
 "the caller then frames and reads the member in Python (wat.member_records). The caller counts the record.");
 
 static PyObject *py_member(PyObject *self, PyObject *args) {
     Py_buffer buf;
-    PyObject *offset, *page_cb, *cols, *result = NULL;
+    PyObject *offset, *page_cb, *make_resolver, *cols, *result = NULL;
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*OOO", &buf, &offset, &page_cb, &cols)) return NULL;
+    if (!PyArg_ParseTuple(args, "y*OOOO", &buf, &offset, &page_cb, &make_resolver, &cols)) return NULL;
     const unsigned char *d = (const unsigned char *)buf.buf, *v;
     Py_ssize_t n = buf.len, vn;
     /* wat.parse_warc_record(data, 0) */
@@ -871,7 +961,7 @@ static PyObject *py_member(PyObject *self, PyObject *args) {
         }
         goto python;
     }
-    result = payload_rows(d, start, end, NULL, (const char *)d, bn, offset, page_cb, cols);
+    result = payload_rows(d, start, end, NULL, (const char *)d, bn, offset, page_cb, make_resolver, cols);
     goto done;
 python:
     result = Py_NewRef(Py_None);
@@ -1476,6 +1566,7 @@ static PyMethodDef methods[] = {
     {"member", py_member, METH_VARARGS, member_doc},
     {"resolve", py_resolve, METH_VARARGS, resolve_doc},
     {"strip", py_strip, METH_O, strip_doc},
+    {"page_parts", py_page_parts, METH_O, page_parts_doc},
     {"ids", py_ids, METH_VARARGS, ids_doc},
     {"sha_extensions", py_sha_extensions, METH_VARARGS, sha_doc},
     {"token_table", py_token_table, METH_VARARGS, token_table_doc},
@@ -1495,6 +1586,6 @@ PyMODINIT_FUNC PyInit__native(void) {
     static const char *keys[N_TEXT] = {"alt", "title", "data-image-title"}; /* pool.TEXT_KEYS */
     for (int k = 0; k < N_TEXT; k++)
         if (!KEY_OBJ[k] && !(KEY_OBJ[k] = PyUnicode_InternFromString(keys[k]))) return NULL;
-    if (!ZERO_COUNTS && !(ZERO_COUNTS = Py_BuildValue("(iiii)", 0, 0, 0, 0))) return NULL;
+    if (!ZERO_COUNTS && !(ZERO_COUNTS = Py_BuildValue("(iiiiii)", 0, 0, 0, 0, 0, 0))) return NULL;
     return PyModule_Create(&moduledef);
 }

@@ -384,8 +384,14 @@ def read_wat(
         page_url, fetch_time, resolver = page
         return page_url, fetch_time, resolver.resolve, resolver.shortcut_parts()
 
-    def add_counts(counts: tuple[int, int, int, int]) -> None:
-        no_src, data_uri, bad_url, no_text = counts
+    def make_resolver(page_url: str):  # for the pages _native takes itself: sources its shortcuts do not cover
+        return UrlResolver(page_url).resolve
+
+    def add_counts(counts: tuple[int, int, int, int, int, int]) -> None:
+        no_src, data_uri, bad_url, no_text, pages, images = counts
+        if pages:
+            stats.pages_with_images += pages
+            stats.images_seen += images
         if no_src:
             stats.count("no_src", no_src)
         if data_uri:
@@ -405,7 +411,7 @@ def read_wat(
             if not _looks_broken(data, start, end):
                 return
         elif compiled:
-            counts = _native.rows(data, start, end, block, offset, page_cb, cols)
+            counts = _native.rows(data, start, end, block, offset, page_cb, make_resolver, cols)
             if counts is not None:  # else: outside the compiled path's shape, parsed below
                 add_counts(counts)
                 return
@@ -427,7 +433,7 @@ def read_wat(
     member = _native.member if compiled else None
     for offset, data in read.records(iter_gzip_members(path, stats)):
         if member is not None:
-            counts = member(data, offset, page_cb, cols)
+            counts = member(data, offset, page_cb, make_resolver, cols)
             if counts is not None:
                 stats.records_read += 1
                 add_counts(counts)
