@@ -590,6 +590,7 @@ typedef struct {
 } Page;
 
 static int out_put(Arena *o, const void *p, Py_ssize_t n) {
+    if (n == 0) return 0; /* an empty arena has no buffer: memcpy(NULL, p, 0) is undefined */
     if (arena_reserve(o, n) < 0) return -1;
     memcpy(o->buf + o->len, p, (size_t)n);
     o->len += n;
@@ -1324,7 +1325,7 @@ static inline uint64_t key_hash(const unsigned char *p, size_t n) {
 }
 
 static inline int slot_is(const TTable *t, const TSlot *sl, uint64_t h, const unsigned char *p, size_t n) {
-    return sl->tag == (uint32_t)(h >> 32) && sl->len == n && memcmp(t->keys + sl->off, p, n) == 0;
+    return sl->tag == (uint32_t)(h >> 32) && sl->len == n && (n == 0 || memcmp(t->keys + sl->off, p, n) == 0);
 }
 
 static inline uint64_t table_get_h(const TTable *t, uint64_t h, const unsigned char *p, size_t n) {
