@@ -82,12 +82,10 @@ typedef struct {
     Link *links;
     Py_ssize_t nlinks, caplinks;
     Str target, date, base;
-    int target_null, date_null; /* value present but JSON null */
     int has_env, has_payload;
     /* the link being parsed */
     Link cur;
     int cur_path_state; /* 0 no path yet, 1 IMG path, 2 other path */
-    int cur_url_null;
 } Scan;
 
 static unsigned char plain_char[256]; /* 1: byte that can be copied as is inside a JSON string */
@@ -365,7 +363,6 @@ static int parse_object(Scan *s, int kind, int depth) {
     if (kind == K_LINK) {
         memset(&s->cur, 0, sizeof(s->cur));
         s->cur_path_state = 0;
-        s->cur_url_null = 0;
     }
     if (open_container(s, '}')) return T_OBJ;
     for (;;) {
@@ -398,20 +395,11 @@ static int parse_object(Scan *s, int kind, int depth) {
                 if (t != T_OBJ && t != T_NULL) FAIL(s);
                 break;
             case K_LINKS: if (t != T_ARR && t != T_NULL) FAIL(s); break;
-            case K_TARGET:
-                if (t == T_NULL) s->target_null = 1;
-                else if (t != T_STR) FAIL(s);
-                break;
-            case K_DATE:
-                if (t == T_NULL) s->date_null = 1;
-                else if (t != T_STR) FAIL(s);
+            case K_TARGET: case K_DATE: case K_URL: /* a string (captured) or null (absent) */
+                if (t != T_STR && t != T_NULL) FAIL(s);
                 break;
             case K_PATH: /* parse_value set cur_path_state */
                 if (t != T_STR) FAIL(s); /* Python slices it: only strings behave alike */
-                break;
-            case K_URL:
-                if (t == T_NULL) s->cur_url_null = 1;
-                else if (t != T_STR) FAIL(s);
                 break;
             default: break;
         }
@@ -650,6 +638,17 @@ static int utf8_of(PyObject *o, const char **p, Py_ssize_t *n) {
     return *p ? 0 : -1;
 }
 
+/* A Page from UrlResolver.shortcut_parts() (str or None each); -1 with an exception if one is not UTF-8-encodable. */
+static int page_from_parts(Page *pg, int parses, PyObject *origin, PyObject *scheme, PyObject *dir) {
+    memset(pg, 0, sizeof(*pg));
+    pg->parses = parses;
+    if (utf8_of(origin, &pg->origin, &pg->origin_len) < 0 || utf8_of(scheme, &pg->scheme, &pg->scheme_len) < 0 ||
+        utf8_of(dir, &pg->dir, &pg->dir_len) < 0)
+        return -1;
+    if (pg->origin && !pg->scheme) pg->origin = NULL;
+    return 0;
+}
+
 static PyObject *str_or_none(Scan *s, const Str *v) {
     if (!v->present) Py_RETURN_NONE;
     return PyUnicode_DecodeUTF8(s->arena.buf + v->off, v->len, NULL);
@@ -673,7 +672,6 @@ static PyObject *emit(Scan *s, PyObject *page_url, PyObject *fetch_time, PyObjec
     PyObject *result = NULL;
     Arena out = {0};
     long no_src = 0, data_uri = 0, bad_url = 0, no_text = 0;
-    Page pg = *pgp;
     Py_XINCREF(resolve_fn);
     for (int i = 0; i < 6; i++) {
         lists[i] = PyObject_GetAttrString(cols, COL_NAMES[i]);
@@ -691,7 +689,7 @@ static PyObject *emit(Scan *s, PyObject *page_url, PyObject *fetch_time, PyObjec
         if (n >= 5 && (a[0] | 0x20) == 'd' && (a[1] | 0x20) == 'a' && (a[2] | 0x20) == 't' && (a[3] | 0x20) == 'a' &&
             a[4] == ':') { data_uri++; continue; }
         PyObject *url;
-        int r = resolve_shortcut(&pg, a, n, &out);
+        int r = resolve_shortcut(pgp, a, n, &out);
         if (r < 0) { PyErr_NoMemory(); goto done; }
         if (r) {
             url = PyUnicode_DecodeUTF8(out.buf, out.len, NULL);
@@ -855,14 +853,10 @@ static PyObject *payload_rows(const unsigned char *buf, Py_ssize_t start, Py_ssi
         PyObject *page_url, *fetch_time, *resolve_fn, *parses_obj, *origin, *scheme, *dir;
         if (PyArg_ParseTuple(page, "OOO(OOOO)", &page_url, &fetch_time, &resolve_fn, &parses_obj, &origin, &scheme,
                              &dir)) {
-            memset(&pg, 0, sizeof(pg));
-            pg.parses = PyObject_IsTrue(parses_obj);
-            if (utf8_of(origin, &pg.origin, &pg.origin_len) < 0 || utf8_of(scheme, &pg.scheme, &pg.scheme_len) < 0 ||
-                utf8_of(dir, &pg.dir, &pg.dir_len) < 0) {
+            if (page_from_parts(&pg, PyObject_IsTrue(parses_obj), origin, scheme, dir) < 0) {
                 PyErr_Clear(); /* not encodable: every src goes through resolve() */
                 pg.parses = 0;
             }
-            if (pg.origin && !pg.scheme) pg.origin = NULL;
             result = emit(&s, page_url, fetch_time, resolve_fn, NULL, &pg, 0, cols, offset);
         }
     }
@@ -979,14 +973,10 @@ static PyObject *py_resolve(PyObject *self, PyObject *args) {
     PyObject *src, *origin, *scheme, *dir;
     int parses;
     if (!PyArg_ParseTuple(args, "UpOOO", &src, &parses, &origin, &scheme, &dir)) return NULL;
-    Page pg = {0};
-    pg.parses = parses;
+    Page pg;
     const char *sp;
     Py_ssize_t sn;
-    if (utf8_of(src, &sp, &sn) < 0 || utf8_of(origin, &pg.origin, &pg.origin_len) < 0 ||
-        utf8_of(scheme, &pg.scheme, &pg.scheme_len) < 0 || utf8_of(dir, &pg.dir, &pg.dir_len) < 0)
-        return NULL;
-    if (pg.origin && !pg.scheme) pg.origin = NULL;
+    if (utf8_of(src, &sp, &sn) < 0 || page_from_parts(&pg, parses, origin, scheme, dir) < 0) return NULL;
     Arena out = {0};
     int r = resolve_shortcut(&pg, (const unsigned char *)sp, sn, &out);
     PyObject *res;
@@ -1410,7 +1400,7 @@ static inline int spacing_punct(unsigned char c) {
 }
 
 PyDoc_STRVAR(token_match_doc,
-"token_match(table, texts: list[str]) -> (rows: bytes, uids: bytes) | None\n\n"
+"token_match(table, texts: Sequence[str]) -> (rows: bytes, uids: bytes) | None\n\n"
 "(row, unique index) hits as native uint64 arrays, possibly repeated: Matcher._token_hits computed in C.\n"
 "None if some text is not valid UTF-8 (lone surrogates): the caller routes the batch as before.");
 
@@ -1511,11 +1501,11 @@ done:
 static PyObject *py_token_match(PyObject *self, PyObject *args) {
     PyObject *cap, *texts;
     (void)self;
-    if (!PyArg_ParseTuple(args, "OO!", &cap, &PyList_Type, &texts)) return NULL;
+    if (!PyArg_ParseTuple(args, "OO", &cap, &texts)) return NULL;
     TTable *t = (TTable *)PyCapsule_GetPointer(cap, "metaclip.token_table");
     if (!t) return NULL;
     /* a tuple copy keeps every str (and its UTF-8 buffer) alive while the GIL is released */
-    PyObject *held = PyList_AsTuple(texts), *res = NULL;
+    PyObject *held = PySequence_Tuple(texts), *res = NULL;
     if (!held) return NULL;
     Py_ssize_t n = PyTuple_GET_SIZE(held);
     const char **txts = (const char **)malloc((size_t)(n ? n : 1) * sizeof(char *));

@@ -303,11 +303,12 @@ class Matcher:
         return self._csr(len(texts), [r], [u])
 
     def _hits(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(row, unique index) uint64 pairs for one batch, possibly repeated; token joins where polars can."""
+        """(row, unique index) uint64 pairs for one batch, possibly repeated: compiled table, else polars joins, else
+        the automaton for the texts neither can take."""
         if not self._token_ok:
             return self._automaton_hits(texts)
         if _native is not None:  # the same joins as one compiled hash table; None: a text with lone surrogates
-            out = _native.token_match(self._native_table(), list(texts))
+            out = _native.token_match(self._native_table(), texts)
             if out is not None:
                 return np.frombuffer(out[0], dtype=np.uint64), np.frombuffer(out[1], dtype=np.uint64)
         hits = self._token_hits(texts)
