@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from metaclip_assets.acquisition import HttpImageSource, ProcessConfig, acquire, process_image  # noqa: E402
-from metaclip_assets.curation.pool import image_uuid, pair_ids  # noqa: E402
+from metaclip_assets.crawl.pool import image_uuid, pair_ids  # noqa: E402
 
 
 class _Quiet(SimpleHTTPRequestHandler):

@@ -9,7 +9,7 @@ before timing (a shard run builds once per process) and reported separately:
       pyahocorasick matching per text (padded entries, ``(id, key)`` values, ``iter``, a set per text), texts and
       images without matches dropped, rows written to parquet. To compare outputs row for row it follows OUR pool
       rules where they differ from upstream (``<base href>``, data: URIs and non-http(s) URLs dropped).
-  ours: `pool.build_pool` + `stages.match_pool` (Matcher) + ``write_parquet`` of the matched rows.
+  ours: `build.build_pool` + `stages.match_pool` (Matcher) + ``write_parquet`` of the matched rows.
 Both write parquet with the assets' settings (`storage.PARQUET_OPTIONS`: zstd level 1, statistics).
 Exactness: the sets of (url, text, entry ids) written by all competitors are identical.
 Targets: ours >= 3x the baseline and >= 40k image-text pairs/s per core. 1 core: POLARS_MAX_THREADS=1.
@@ -42,7 +42,7 @@ from bench_wat import WORKDIR, wat_file  # noqa: E402
 from gen_metadata import generate_metadata  # noqa: E402
 
 from metaclip_assets.curation.matching import Matcher  # noqa: E402
-from metaclip_assets.curation.pool import build_pool  # noqa: E402
+from metaclip_assets.crawl.build import build_pool  # noqa: E402
 from metaclip_assets.curation.stages import match_pool  # noqa: E402
 from metaclip_assets.storage import PARQUET_OPTIONS  # noqa: E402
 
@@ -135,7 +135,7 @@ sys.path.insert(0, {bench!r})
 import _common as C
 from gen_metadata import generate_metadata
 from metaclip_assets.curation.matching import Matcher
-from metaclip_assets.curation.pool import build_pool
+from metaclip_assets.crawl.build import build_pool
 from metaclip_assets.curation.stages import match_pool
 from metaclip_assets.storage import PARQUET_OPTIONS
 from pathlib import Path

@@ -3,7 +3,7 @@
 Competitors on the same generated WAT file (bench/gen_wat.py, real CC layout), one process, interleaved, order
 rotated each round, medians:
   zcat:      ``zcat FILE > /dev/null`` (a subprocess; the floor every reader must beat to be "IO-bound")
-  ours:      `metaclip_assets.curation.wat.read_wat` (own gzip-member framing + `"IMG@/src` pre-check + the
+  ours:      `metaclip_assets.crawl.wat.read_wat` (own gzip-member framing + `"IMG@/src` pre-check + the
              compiled row builder `_native.rows`), returning the pool DataFrame (pair ids, uuids included)
   ours, Python rows: the same with compiled=False (orjson + `rows_from_wat_json`, the compiled path's reference)
   reference: `read_wat_reference` (warcio + json, every record parsed)
@@ -34,7 +34,7 @@ from gen_wat import generate_wat  # noqa: E402
 
 import orjson  # noqa: E402
 
-from metaclip_assets.curation import wat  # noqa: E402
+from metaclip_assets.crawl import framing, wat  # noqa: E402
 
 WORKDIR = Path(os.environ.get("METACLIP_BENCH_DIR", Path(tempfile.gettempdir()) / "metaclip-bench"))
 
@@ -72,8 +72,8 @@ def parse_only_fastwarc(path: Path) -> int:
 
 def parse_only_ours(path: Path) -> int:
     n = 0
-    for _, block, data, start, end in wat.iter_warc_records(path, wat.ReadStats()):
-        if (wat.warc_header(block, b"WARC-Type") or b"").lower() == b"metadata" and data.find(wat.IMG_MARK, start, end) >= 0:
+    for _, block, data, start, end in framing.iter_warc_records(path, wat.ReadStats()):
+        if (framing.warc_header(block, b"WARC-Type") or b"").lower() == b"metadata" and data.find(wat.IMG_MARK, start, end) >= 0:
             orjson.loads(memoryview(data)[start:end])
             n += 1
     return n

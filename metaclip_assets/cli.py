@@ -24,7 +24,7 @@ def _instance():
 
 
 def cmd_make_sample(args: argparse.Namespace) -> None:
-    from metaclip_assets.curation.sample import make_sample_snapshot
+    from metaclip_assets.sample.snapshot import make_sample_snapshot
 
     root = Path(args.data_root)
     for snapshot, seed in zip(args.snapshot, range(args.seed, args.seed + len(args.snapshot))):

@@ -25,7 +25,7 @@ import polars as pl
 import pytest
 from PIL import Image
 
-from metaclip_assets.curation.pool import image_uuid, pair_ids
+from metaclip_assets.crawl.pool import image_uuid, pair_ids
 
 Route = Callable[["_Handler"], None]
 

@@ -11,7 +11,7 @@ import shutil
 import threading
 from pathlib import Path
 
-from metaclip_assets.curation.sample import make_sample_snapshot
+from metaclip_assets.sample.snapshot import make_sample_snapshot
 
 
 def collinfo_entry(snapshot: str) -> dict:

@@ -16,7 +16,7 @@ import pytest
 
 from metaclip_assets import layout
 from metaclip_assets.acquisition import REASONS
-from metaclip_assets.curation.sample import make_sample_snapshot
+from metaclip_assets.sample.snapshot import make_sample_snapshot
 from metaclip_assets.definitions import acquisition_assets, curation_assets
 from metaclip_assets.defs import acquisition_assets as acq
 from metaclip_assets.defs.partitions import NUM_SHARDS, SNAPSHOT_PARTITIONS_NAME, shard_partitions

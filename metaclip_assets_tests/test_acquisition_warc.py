@@ -96,7 +96,7 @@ def test_replay_byte_cap_and_index_roundtrip(synthetic_warc):
 @pytest.mark.realdata
 def test_real_pages_to_images_to_shards(realdata, tmp_path):
     """Page -> <img> (the pool's own WARC reader) -> image response in the same WARCs -> shard."""
-    from metaclip_assets.curation.pool import build_pool
+    from metaclip_assets.crawl.build import build_pool
 
     files = sorted((realdata / "warc-with-images-ukwa").glob("*.warc.gz"))
     pool, _ = build_pool([(p, p.name) for p in files], snapshot="UKWA")

@@ -8,7 +8,7 @@ import pytest
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from metaclip_assets.curation import stages
-from metaclip_assets.curation.sample import make_sample_snapshot
+from metaclip_assets.sample.snapshot import make_sample_snapshot
 from metaclip_assets.definitions import curation_assets
 from metaclip_assets.defs import snapshot_assets
 from metaclip_assets.defs.partitions import SNAPSHOT_PARTITIONS_NAME, shard_partitions

@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from metaclip_assets import layout
-from metaclip_assets.curation.sample import make_sample_snapshot
+from metaclip_assets.sample.snapshot import make_sample_snapshot
 from metaclip_assets.definitions import curation_assets
 from metaclip_assets.defs.partitions import NUM_SHARDS, SNAPSHOT_PARTITIONS_NAME, shard_partitions
 from metaclip_assets.defs.resources import CurationStorage

@@ -19,7 +19,7 @@ import pytest
 import torch
 import webdataset as wds
 
-from metaclip_assets.curation.sample import CLASSES, draw_image, make_sample_snapshot
+from metaclip_assets.sample.snapshot import CLASSES, draw_image, make_sample_snapshot
 from metaclip_assets.defs.eval_assets import (
     EvalMetricsConfig,
     build_eval_config,

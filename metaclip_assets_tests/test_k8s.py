@@ -299,4 +299,4 @@ def test_user_code_image_compiles_the_extension_in_a_build_stage():
     assert "gcc" not in runtime and "COPY metaclip_assets" not in runtime
     ext = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["ext-modules"]
     assert [(e["name"], e["sources"]) for e in ext] == [
-        ("metaclip_assets.curation._native", ["metaclip_assets/curation/_native.c"])]
+        ("metaclip_assets._native._kernels", ["metaclip_assets/_native/kernels.c"])]

@@ -10,10 +10,9 @@ from collections import Counter
 
 import pytest
 
-from metaclip_assets.curation import wikipedia as wiki
-from metaclip_assets.curation.metadata import (MetadataConfig, build_metadata, entries_sha256, load_metadata_json,
-                                               write_metadata_json)
-from metaclip_assets.curation.wordnet import NUMBER_ENTRIES, wordnet_entries, wordnet_names, wordnet_synset_names
+from metaclip_assets.metadata import wikipedia as wiki
+from metaclip_assets.metadata.entries import MetadataConfig, build_metadata, entries_sha256, load_metadata_json, write_metadata_json
+from metaclip_assets.metadata.wordnet import NUMBER_ENTRIES, wordnet_entries, wordnet_names, wordnet_synset_names
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,10 @@ import sys
 import numpy as np
 import pytest
 
-from metaclip_assets.curation import _native, pool, wat
-from metaclip_assets.curation.pool import UrlResolver
+from metaclip_assets import _native
+from metaclip_assets.crawl import pool
+from metaclip_assets.crawl import wat
+from metaclip_assets.crawl.urls import UrlResolver
 
 from .test_pool import PAGE, PAGE_LINKS, SNAP, _random_links, _warcinfo, img, wat_json, wat_record, write_members
 

@@ -22,8 +22,12 @@ from selectolax.lexbor import LexborHTMLParser
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
-from metaclip_assets.curation import pool, warc_html, wat
-from metaclip_assets.curation.pool import POOL_SCHEMA, ReadStats, UrlResolver, build_pool, read_source_file
+from metaclip_assets.crawl import framing, pool
+from metaclip_assets.crawl import warc_html
+from metaclip_assets.crawl import wat
+from metaclip_assets.crawl.pool import POOL_SCHEMA, ReadStats
+from metaclip_assets.crawl.urls import UrlResolver
+from metaclip_assets.crawl.build import build_pool, read_source_file
 
 SNAP = "CC-TEST-2024-22"
 
@@ -234,7 +238,7 @@ def test_wat_real_whirlwind(realdata):
     assert fst.as_dict() == rst.as_dict()
     assert fst.records_read == 2 and fst.skips == {}
     # The IMG pre-check is exact only while CC's JSON writer leaves '/' unescaped: check a real record.
-    members = list(wat.iter_gzip_members(path, ReadStats()))
+    members = list(framing.iter_gzip_members(path, ReadStats()))
     assert [off for off, _ in members] == [0, 443]
     payload = members[1][1]
     assert b'"Path":"/wiki/Escopete"' in payload and b"\\/" not in payload
@@ -246,8 +250,8 @@ def test_wat_built_from_real_html_agrees_with_warc_reader(realdata, tmp_path):
     src = realdata / "warc-html-dolma" / "sample-0000.warc.gz"
     warc_df, _ = read_source_file(src, snapshot=SNAP, source_name=src.name)
     members = [_warcinfo()]
-    for _, block, data, start, end in wat.iter_warc_records(src, ReadStats()):
-        if wat.warc_header(block, b"WARC-Type") != b"response":
+    for _, block, data, start, end in framing.iter_warc_records(src, ReadStats()):
+        if framing.warc_header(block, b"WARC-Type") != b"response":
             continue
         headers, body = warc_html.parse_http_response(data[start:end])
         if "chunked" in headers.get("transfer-encoding", ""):
@@ -259,7 +263,7 @@ def test_wat_built_from_real_html_agrees_with_warc_reader(realdata, tmp_path):
             if "src" in attrs:
                 links.append({"path": "IMG@/src", "url": attrs.pop("src"), **attrs})
         base = tree.css_first("base[href]")
-        uri = pool.strip_angle(wat.header_str(block, b"WARC-Target-URI"))
+        uri = pool.strip_angle(framing.header_str(block, b"WARC-Target-URI"))
         members += wat_page(uri, links, base=base.attributes["href"] if base else None)
     path = tmp_path / "from-dolma.wat.gz"
     write_members(path, members)
@@ -629,7 +633,7 @@ def test_url_resolver_equals_urljoin():
 
     The compiled copy of the shortcuts (_native.resolve) must give the same URL wherever it answers.
     """
-    from metaclip_assets.curation import _native
+    from metaclip_assets import _native
 
     compiled = 0
     rng = random.Random(3)

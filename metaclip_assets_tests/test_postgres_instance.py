@@ -22,7 +22,7 @@ import dagster as dg
 import pytest
 
 from metaclip_assets import layout
-from metaclip_assets.curation.sample import make_sample_snapshot
+from metaclip_assets.sample.snapshot import make_sample_snapshot
 from metaclip_assets.definitions import curation_assets
 from metaclip_assets.defs.partitions import NUM_SHARDS, SNAPSHOT_PARTITIONS_NAME
 from metaclip_assets.defs.resources import CurationStorage

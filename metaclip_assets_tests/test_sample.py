@@ -24,7 +24,7 @@ from PIL import Image
 from selectolax.lexbor import LexborHTMLParser as HTMLParser
 from warcio.archiveiterator import ArchiveIterator
 
-from metaclip_assets.curation import sample as S
+from metaclip_assets.sample import snapshot as S
 
 KEYS = ("alt", "title", "data-image-title")
 SMALL = {"n_wat_files": 3, "pages_per_file": 20}

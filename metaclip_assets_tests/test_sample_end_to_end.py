@@ -9,7 +9,7 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from metaclip_assets.curation.sample import make_sample_snapshot
+from metaclip_assets.sample.snapshot import make_sample_snapshot
 from metaclip_assets.definitions import pipeline_assets
 from metaclip_assets.defs.partitions import SNAPSHOT_PARTITIONS_NAME, shard_partitions
 from metaclip_assets.defs.resources import CurationStorage

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
-import polars as pl
 import pytest
 
 from metaclip_assets.curation.matching import Matcher
-from metaclip_assets.curation.pool import build_pool
-from metaclip_assets.curation.sample import make_sample_snapshot
-from metaclip_assets.curation.sharding import files_for_shard, shard_keys, shard_of
+from metaclip_assets.crawl.build import build_pool
+from metaclip_assets.sample.snapshot import make_sample_snapshot
+from metaclip_assets.sharding import files_for_shard, shard_keys, shard_of
 from metaclip_assets.curation.stages import balance, count_entries, match_pool, merge_shards
-from metaclip_assets.curation.wordnet import wordnet_entries
+from metaclip_assets.metadata.wordnet import wordnet_entries
 
 SNAPSHOT = "SAMPLE-2024-10"
 

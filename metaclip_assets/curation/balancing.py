@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from . import _balance_kernels as _kernels
+from metaclip_assets.curation import _balance_kernels as _kernels
 
 __all__ = [
     "entry_counts",

@@ -41,7 +41,7 @@ from metaclip_assets.acquisition import (
 )
 from metaclip_assets.acquisition.process import DEFAULT_MAX_PIXELS
 from metaclip_assets.acquisition.shards import shard_files
-from metaclip_assets.curation.sharding import shard_of
+from metaclip_assets.sharding import shard_of
 from metaclip_assets.defs.partitions import (
     NUM_SHARDS,
     all_shards_of_snapshot,

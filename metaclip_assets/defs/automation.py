@@ -43,20 +43,8 @@ import time
 import dagster as dg
 from pydantic import Field
 
-from metaclip_assets.curation.crawl_index import (
-    DEFAULT_BASE_URL,
-    DEFAULT_INDEX_URL,
-    CrawlFetchError,
-    CrawlIndexError,
-    CrawlInfo,
-    fetch_wat_files,
-    load_collinfo,
-    load_wat_paths,
-    parse_wat_paths,
-    select_new,
-    wat_paths_source,
-)
-from metaclip_assets.curation.sharding import shard_of
+from metaclip_assets.crawl.index import DEFAULT_BASE_URL, DEFAULT_INDEX_URL, CrawlFetchError, CrawlIndexError, CrawlInfo, fetch_wat_files, load_collinfo, load_wat_paths, parse_wat_paths, select_new, wat_paths_source
+from metaclip_assets.sharding import shard_of
 from metaclip_assets.defs.partitions import (
     NUM_SHARDS,
     SNAPSHOT_PARTITIONS_NAME,

@@ -9,7 +9,6 @@ reports the numbers, a Markdown report with the heat map and both checks back ov
 
 # No `from __future__ import annotations`: dagster 1.13.27 does not resolve string annotations on `config`.
 import os
-import sys
 from typing import Any
 
 import dagster as dg

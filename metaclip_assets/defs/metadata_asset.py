@@ -6,7 +6,7 @@ import polars as pl
 from pydantic import Field
 
 from metaclip_assets import layout
-from metaclip_assets.curation.metadata import MetadataConfig, build_metadata
+from metaclip_assets.metadata.entries import MetadataConfig, build_metadata
 from metaclip_assets.defs.resources import CurationStorage
 
 

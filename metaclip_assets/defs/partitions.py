@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import dagster as dg
 
-from metaclip_assets.curation.sharding import shard_keys
+from metaclip_assets.sharding import shard_keys
 
 SNAPSHOT_PARTITIONS_NAME = "cc_snapshot"
 # The shard count is part of the partition definition, so it is fixed when the code location loads.

@@ -9,8 +9,9 @@ from pydantic import Field
 
 from metaclip_assets import layout
 from metaclip_assets.curation.matching import Matcher, MatcherPool
-from metaclip_assets.curation.pool import POOL_SCHEMA, build_pool
-from metaclip_assets.curation.sharding import files_for_shard
+from metaclip_assets.crawl.pool import POOL_SCHEMA
+from metaclip_assets.crawl.build import build_pool
+from metaclip_assets.sharding import files_for_shard
 from metaclip_assets.curation.stages import empty_matched, match_pool
 from metaclip_assets.defs.metadata_asset import load_current_metadata
 from metaclip_assets.defs.partitions import (

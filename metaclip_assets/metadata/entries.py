@@ -18,8 +18,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from metaclip_assets.curation import wikipedia
-from metaclip_assets.curation.wordnet import NUMBER_ENTRIES, wordnet_names
+from metaclip_assets.metadata import wikipedia
+from metaclip_assets.metadata.wordnet import NUMBER_ENTRIES, wordnet_names
 
 SOURCES = ("number", "wordnet", "wiki_unigram", "wiki_bigram", "wiki_title", "metadata_json")
 _PUNCTUATION = frozenset(string.punctuation)

@@ -1,27 +1,22 @@
-"""The candidate pool: one row per (image URL, text) found in Common Crawl WAT / WARC files.
+"""The candidate pool's shared vocabulary: one row per (image URL, text) found in CommonCrawl files.
 
-This module owns the shared vocabulary of the readers (`POOL_SCHEMA`, `ReadStats`, the skip
-reason codes, pair ids, URL resolution, the per-file `FileRead` scaffolding) and the two entry
-points the Dagster layer calls: `read_source_file` (one file) and `build_pool` (many files,
-deduplicated).
-The format readers live in `wat.py` (WAT JSON) and `warc_html.py` (WARC HTML); they import
-from here, so this module imports them lazily inside `read_source_file` to avoid a cycle.
+Owns `POOL_SCHEMA`, `ReadStats` and the closed set of skip reason codes, pair ids and image uuids, the column
+buffers and the per-file `FileRead` scaffolding that the format readers (`wat.py`, `warc_html.py`) share.
+Entry points that read files are in `build.py`; image URL resolution in `urls.py`; gzip/WARC framing in
+`framing.py`. Imports nothing from the rest of `crawl/`.
 """
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import TypeVar
-from urllib.parse import urljoin, urlparse, urlsplit
 
 import numpy as np
 import polars as pl
 
 try:  # compiled pair ids / uuids and WAT rows (_native.c), built by `pip install`
-    from . import _native
+    from metaclip_assets import _native
 except ImportError:  # pragma: no cover - a source checkout that was never installed
     _native = None
 
@@ -211,94 +206,6 @@ class FileRead:
         return self.cols.to_frame(snapshot=snapshot, source_file=source_name, source_format=source_format), self.stats
 
 
-# --- image URL resolution --------------------------------------------------------------------
-# MetaCLIP resolves every src with urljoin(page, src), keeping relative URLs. urljoin costs
-# ~20 us on the project machine (two uncached urlparse calls), more than parsing the WAT record
-# itself, so the common shapes (absolute, root-relative, plain relative, protocol-relative '//h/p',
-# leading '../') take shortcuts that return exactly what urljoin returns (test_pool checks this
-# against urljoin on 40k generated cases, 1M when it was written); anything else calls urljoin. The shortcuts only admit
-# characters urlsplit leaves untouched (no whitespace/controls, no ';' params, no '#', no '\\',
-# no dot segments, no empty '?').
-_NOT_URL = r"\x00-\x20\x7f#\\"  # characters no shortcut accepts anywhere
-_QUERY = rf"(?:\?[^{_NOT_URL}]+)?"  # a non-empty query (urljoin drops an empty '?')
-_ABS_SIMPLE = re.compile(rf"https?://[A-Za-z0-9.\-]+(?::[0-9]+)?(?:/[^{_NOT_URL};?]*)?{_QUERY}\Z")
-_ROOT_SIMPLE = re.compile(rf"/[^/{_NOT_URL};?][^{_NOT_URL};?]*{_QUERY}\Z")
-_REL_SIMPLE = re.compile(rf"[^./{_NOT_URL};?:][^{_NOT_URL};?:]*{_QUERY}\Z")
-# A page URL whose urlparse() is plain slicing: ASCII host without userinfo/brackets, no params.
-_PAGE_SIMPLE = re.compile(
-    r"(https?)://([^/?#;@\[\]\\\x00-\x20\x7f]+)(/[^?#;\\\x00-\x20\x7f]*)?(?:[?#][^\x00-\x20\x7f]*)?\Z"
-)
-
-
-class UrlResolver:
-    """Resolves image src values against one page (its <base href> if any, else the page URL)."""
-
-    __slots__ = ("base", "_origin", "_scheme", "_dir", "_parses")
-
-    def __init__(self, page_url: str, base_href: str | None = None) -> None:
-        base = page_url
-        if base_href:
-            try:  # a relative <base href> is itself relative to the page; a broken one is ignored
-                base = urljoin(page_url, base_href.strip())
-            except ValueError:
-                pass
-        self.base = base
-        self._origin = self._dir = self._scheme = None
-        self._parses = True
-        m = _PAGE_SIMPLE.match(base)
-        if m and m.group(2).isascii():  # urlparse costs ~10 us per page; most page URLs are plain
-            scheme, netloc, path = m.group(1), m.group(2), m.group(3) or ""
-            host = netloc.partition(":")[0]
-        else:
-            try:
-                parsed = urlparse(base)
-            except ValueError:  # urljoin fails for every src then, even absolute ones
-                self._parses = False
-                return
-            scheme, netloc, path, host = parsed.scheme, parsed.netloc, parsed.path, parsed.hostname
-        if scheme in ("http", "https") and host:  # results must name a host, as resolve() promises
-            self._origin, self._scheme = f"{scheme}://{netloc}", scheme
-            # urljoin keeps the base path up to its last '/'; only plain paths take the shortcut
-            if "//" not in path and "/." not in path:
-                self._dir = path[: path.rfind("/") + 1] or "/"
-
-    def shortcut_parts(self) -> tuple[bool, str | None, str | None, str | None]:
-        """(parses, origin, scheme, dir): the state resolve()'s shortcuts read, for the compiled copy in _native.c."""
-        return self._parses, self._origin, self._scheme, self._dir
-
-    def resolve(self, src: str) -> str | None:
-        """Absolute http(s) URL for `src` (already stripped), or None if it has none."""
-        if not self._parses:
-            return None
-        if _ABS_SIMPLE.match(src):
-            return src
-        if self._origin is not None:
-            if _ROOT_SIMPLE.match(src) and "/." not in src:
-                return self._origin + src
-            if src[:2] == "//":  # protocol-relative: urljoin takes the base's scheme and changes nothing else
-                url = self._scheme + ":" + src
-                if _ABS_SIMPLE.match(url):
-                    return url
-            elif self._dir is not None:
-                ups = 0  # leading "../" segments: each drops one directory of the base (none above the root)
-                while src.startswith("../", 3 * ups):
-                    ups += 1
-                rest = src[3 * ups :] if ups else src
-                if _REL_SIMPLE.match(rest) and "/." not in rest and "//" not in rest:
-                    if not ups:
-                        return self._origin + self._dir + src
-                    dirs = self._dir.split("/")[1:-1]
-                    return self._origin + "/" + "".join(d + "/" for d in dirs[: max(0, len(dirs) - ups)]) + rest
-        try:
-            url = urljoin(self.base, src)
-            p = urlsplit(url)
-        except ValueError:  # e.g. "http://[::1" (unbalanced IPv6 bracket)
-            return None
-        if p.scheme not in ("http", "https") or not p.hostname:
-            return None
-        return url
-
-
 def strip_angle(uri: str) -> str:
     """WARC 1.1 writers such as wget wrap WARC-Target-URI in <...>."""
     return uri[1:-1] if uri.startswith("<") and uri.endswith(">") else uri
@@ -313,72 +220,3 @@ def has_surrogates(s: str) -> bool:
     except UnicodeEncodeError:
         return True
     return False
-
-
-# --- entry points ----------------------------------------------------------------------------
-
-
-def read_source_file(
-    path: Path,
-    *,
-    snapshot: str,
-    source_name: str,
-    progress: ProgressFn | None = None,
-    progress_every: int = PROGRESS_EVERY,
-) -> tuple[pl.DataFrame, ReadStats]:
-    """Read one CC file into pool rows, dispatching on its name: *.wat.gz or *.warc.gz.
-
-    Rows come in file order and are not deduplicated (build_pool does that across files).
-    """
-    from . import warc_html, wat  # lazy: both import this module
-
-    path = Path(path)
-    name = path.name
-    kwargs = dict(snapshot=snapshot, source_name=source_name, progress=progress, progress_every=progress_every)
-    if name.endswith(".wat.gz"):  # checked first: CC names WAT files *.warc.wat.gz
-        return wat.read_wat(path, **kwargs)
-    if name.endswith(".warc.gz"):
-        return warc_html.read_warc_html(path, **kwargs)
-    raise ValueError(
-        f"cannot read {path}: expected a gzipped WAT (*.wat.gz) or WARC (*.warc.gz) file; "
-        "WET files (*.wet.gz), uncompressed and other formats are not supported"
-    )
-
-
-def build_pool(
-    files: list[tuple[Path, str]],
-    *,
-    snapshot: str,
-    progress: ProgressFn | None = None,
-    progress_every: int = PROGRESS_EVERY,
-) -> tuple[pl.DataFrame, ReadStats]:
-    """Read (path, source_name) files into one pool without duplicate (url, text) pairs.
-
-    Files are read in source_name order, so the row order and which copy of a duplicate is kept
-    (the first by (source_file, record_offset)) do not depend on the order of `files`.
-    Unlike MetaCLIP (dedup per image uuid within one file) the dedup here spans all files.
-    `progress`, if given, receives running totals over the files read so far.
-    """
-    names = [name for _, name in files]
-    if len(set(names)) != len(names):
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        raise ValueError(f"source names must be unique, repeated: {dupes}")
-    total = ReadStats()
-    frames = []
-    for path, name in sorted(files, key=lambda f: f[1]):
-        file_progress = None
-        if progress is not None:
-            done = total.copy()  # bind the totals so far; the callback adds the current file
-            file_progress = lambda st, done=done: progress(done.copy().merge(st))  # noqa: E731
-        df, stats = read_source_file(
-            path, snapshot=snapshot, source_name=name, progress=file_progress, progress_every=progress_every
-        )
-        frames.append(df)
-        total.merge(stats)
-    pool = pl.concat(frames, how="vertical") if frames else empty_pool()
-    before = pool.height
-    # rows are already in (source_file, record_offset, position in record) order: keep the first
-    pool = pool.unique(subset=["url", "text"], keep="first", maintain_order=True)
-    total.duplicates_dropped += before - pool.height
-    total.pairs = pool.height
-    return pool, total

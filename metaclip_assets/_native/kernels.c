@@ -1566,10 +1566,10 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef moduledef = {
-    PyModuleDef_HEAD_INIT, "_native", "Compiled kernels of the curation hot paths (see _native.c).", -1, methods,
+    PyModuleDef_HEAD_INIT, "_kernels", "Compiled kernels of the curation hot paths (see metaclip_assets/_native/README.md).", -1, methods,
 };
 
-PyMODINIT_FUNC PyInit__native(void) {
+PyMODINIT_FUNC PyInit__kernels(void) {
     init_tables();
 #ifdef HAVE_SHA_NI_PATH
     if (cpu_has_sha_ni()) sha256_block = sha256_compress_ni;

@@ -27,8 +27,9 @@ from pathlib import Path
 import polars as pl
 from selectolax.lexbor import LexborHTMLParser
 
-from .pool import PROGRESS_EVERY, TEXT_KEYS, FileRead, PoolColumns, ProgressFn, ReadStats, UrlResolver, strip_angle
-from .wat import header_str, iter_warc_records, warc_header
+from metaclip_assets.crawl.framing import header_str, iter_warc_records, warc_header
+from metaclip_assets.crawl.pool import PROGRESS_EVERY, TEXT_KEYS, FileRead, PoolColumns, ProgressFn, ReadStats, strip_angle
+from metaclip_assets.crawl.urls import UrlResolver
 
 HTML_MIME_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 _META_SNIFF_BYTES = 4096
