@@ -13,7 +13,7 @@
  * trailing value), tracked keys written with escapes or repeated, tracked nodes of an unexpected
  * type, non-string paths or image urls. URL shortcuts mirror pool.UrlResolver.resolve line by
  * line; every src they do not cover is passed to that method itself. metaclip_assets_tests/
- * test_native.py compares both paths on generated, real and randomly damaged records.
+ * _native/test_kernels.py compares both paths on generated, real and randomly damaged records.
  */
 #define PY_SSIZE_T_CLEAN
 #define _GNU_SOURCE /* memmem */
@@ -481,7 +481,7 @@ static int parse_value(Scan *s, int kind, int depth) {
 /* ---- str.strip() and the URL shortcuts on UTF-8 bytes --------------------------------------- */
 
 /* Length of the whitespace character (str.isspace()) starting at p, or 0. The code points are
- * those of CPython's _PyUnicode_IsWhitespace; test_native.py checks the table against isspace(). */
+ * those of CPython's _PyUnicode_IsWhitespace; _native/test_kernels.py checks the table against isspace(). */
 static inline int ws_len(const unsigned char *p, const unsigned char *end) {
     unsigned char c = p[0];
     if (c < 0x80) return ((c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20)) ? 1 : 0;
@@ -1000,7 +1000,7 @@ static PyObject *py_strip(PyObject *self, PyObject *arg) {
 
 /* ---- pool ids: blake2b-64 pair ids and sha224 image uuids --------------------------------------
  * pool.pair_ids / pool.image_uuid spend ~3 us per row in hashlib call overhead; these are the same
- * functions (RFC 7693 BLAKE2b, FIPS 180-4 SHA-224), checked against hashlib in test_native.py. */
+ * functions (RFC 7693 BLAKE2b, FIPS 180-4 SHA-224), checked against hashlib in _native/test_kernels.py. */
 
 static const uint64_t B2_IV[8] = {
     0x6a09e667f3bcc908ULL, 0xbb67ae8584caa73bULL, 0x3c6ef372fe94f82bULL, 0xa54ff53a5f1d36f1ULL,

@@ -145,7 +145,7 @@ class PoolColumns:
         n = len(self.url)
         if n == 0:
             return empty_pool()
-        if _native is not None:  # the same hashes in one compiled loop (~3x faster; test_native.py)
+        if _native is not None:  # the same hashes in one compiled loop (~3x faster; _native/test_kernels.py)
             raw, uuids = _native.ids(self.url, self.text)
             ids = np.frombuffer(raw, dtype="<u8")
         else:

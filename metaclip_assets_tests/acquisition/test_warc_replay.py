@@ -18,7 +18,7 @@ from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
 from metaclip_assets.acquisition import WarcReplaySource, acquire, canonical_url
-from metaclip_assets_tests import _acquisition_support as sup
+from metaclip_assets_tests.acquisition import _support as sup
 
 JPEG, PNG = sup.made_jpeg(11), sup.made_jpeg(12)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "bench_training.py"
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "bench_training.py"
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ import pytest
 
 from metaclip_assets.acquisition import fetch_http
 from metaclip_assets.acquisition.fetch_http import DEFAULT_USER_AGENT, HttpImageSource, forbidden_address, opted_out
-from metaclip_assets_tests import _acquisition_support as sup
+from metaclip_assets_tests.acquisition import _support as sup
 
 
 @pytest.fixture

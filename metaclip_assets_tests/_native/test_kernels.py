@@ -20,7 +20,7 @@ from metaclip_assets.crawl import pool
 from metaclip_assets.crawl import wat
 from metaclip_assets.crawl.urls import UrlResolver
 
-from .test_pool import PAGE, PAGE_LINKS, SNAP, _random_links, _warcinfo, img, wat_json, wat_record, write_members
+from metaclip_assets_tests.crawl.test_pool import PAGE, PAGE_LINKS, SNAP, _random_links, _warcinfo, img, wat_json, wat_record, write_members
 
 
 def test_ids_equal_hashlib():

@@ -12,7 +12,7 @@ import pytest
 from metaclip_assets.crawl.index import CrawlFetchError, CrawlIndexError, check_gzip_file, fetch_wat_files, is_complete, load_collinfo, load_wat_paths, parse_collinfo, parse_wat_paths, select_new, sidecar_key
 from metaclip_assets.crawl.build import build_pool
 from metaclip_assets.storage import Storage
-from metaclip_assets_tests._cc_mirror import MirrorServer, _QuietHandler, publish_snapshot, write_collinfo
+from metaclip_assets_tests.crawl._cc_mirror import MirrorServer, _QuietHandler, publish_snapshot, write_collinfo
 
 SNAP = "CC-MAIN-2030-05"
 

@@ -28,7 +28,7 @@ from metaclip_assets.defs.partitions import NUM_SHARDS, SNAPSHOT_PARTITIONS_NAME
 from metaclip_assets.defs.resources import CurationStorage
 from metaclip_assets.storage import Storage
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SNAPSHOT = "SAMPLE-2024-10"
 SAMPLE_METADATA_CONFIG = json.loads((REPO / "scripts" / "sample-metadata-config.json").read_text())
 PASSWORD = "metaclip-test-pw"

@@ -30,7 +30,7 @@ from metaclip_assets.defs.partitions import NUM_SHARDS, SNAPSHOT_PARTITIONS_NAME
 from metaclip_assets.defs.resources import CurationStorage
 from metaclip_assets.defs.training_assets import TrainingLauncher
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 ARTIFACTS = REPO / "test-artifacts" / "ui"
 SNAPSHOT = "SAMPLE-2024-10"

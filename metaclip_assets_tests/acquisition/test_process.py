@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from metaclip_assets.acquisition.process import ImageRejected, ProcessConfig, process_image
-from metaclip_assets_tests import _acquisition_support as sup
+from metaclip_assets_tests.acquisition import _support as sup
 
 
 def encode(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:

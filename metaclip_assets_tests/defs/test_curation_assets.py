@@ -19,7 +19,7 @@ from metaclip_assets.storage import Storage
 
 SNAPSHOT = "SAMPLE-2024-10"
 SAMPLE_METADATA_CONFIG = json.loads(
-    (Path(__file__).resolve().parent.parent / "scripts" / "sample-metadata-config.json").read_text()
+    (Path(__file__).resolve().parents[2] / "scripts" / "sample-metadata-config.json").read_text()
 )
 T = 30
 

@@ -25,7 +25,7 @@ from metaclip_assets.defs.pool_assets import crawl_pool, matched_pool
 from metaclip_assets.defs.resources import CurationStorage
 from metaclip_assets.defs.snapshot_assets import balanced_subset, data_card, entry_counts
 from metaclip_assets.sharding import shard_of
-from metaclip_assets_tests._cc_mirror import MirrorServer, publish_snapshot, write_collinfo
+from metaclip_assets_tests.crawl._cc_mirror import MirrorServer, publish_snapshot, write_collinfo
 
 OLD, SNAP, NEXT = "CC-MAIN-2029-50", "CC-MAIN-2030-05", "CC-MAIN-2030-09"
 SHARDS = shard_partitions.get_partition_keys()

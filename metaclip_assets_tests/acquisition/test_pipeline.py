@@ -16,7 +16,7 @@ from PIL import Image
 from metaclip_assets.acquisition import HttpImageSource, acquire, shards
 from metaclip_assets.acquisition.pipeline import prepare_rows
 from metaclip_assets.crawl.pool import image_uuid
-from metaclip_assets_tests import _acquisition_support as sup
+from metaclip_assets_tests.acquisition import _support as sup
 
 SNAP = "CC-MAIN-2024-10"
 

@@ -27,7 +27,7 @@ from metaclip_assets.defs.resources import CurationStorage
 from metaclip_assets.defs.training_assets import TRAIN_MODULE, TrainingLauncher, clip_checkpoint
 from metaclip_assets.training.toy_data import make_toy_shards
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "k8s"
 K8S_VERSION = "1.33.0"
 HELM_VALUES = K8S / "helm-values.yaml"

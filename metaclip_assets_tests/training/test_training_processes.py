@@ -30,7 +30,7 @@ from metaclip_assets.training import checkpoint
 from metaclip_assets.training.config import TrainConfig
 from metaclip_assets.training.toy_data import make_toy_shards
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 CHILD_ENV.pop("MLFLOW_TRACKING_URI", None)
 CHILD_ENV.pop("DAGSTER_PIPES_CONTEXT", None)
