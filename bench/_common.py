@@ -4,6 +4,7 @@ Method (performance.md): all competitors of one benchmark run in ONE process, in
 every round; medians over the rounds are reported and compared as ratios, because on a shared 2-core machine
 absolute times move by up to ~1.5x with the neighbours' load. The load average is recorded next to every result.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -47,7 +48,7 @@ def usable_cores() -> int:
 
 def machine_info() -> dict[str, str]:
     return {
-        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "nproc": str(usable_cores()),
         "cpu": cpu_model(),
         "python": platform.python_version(),
@@ -114,7 +115,10 @@ def md_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
             return f"{v:,}"
         return f"{v:,.1f}" if abs(v) >= 10 else f"{v:.3g}"
 
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(headers))) + "|"]
+    lines = [
+        "| " + " | ".join(headers) + " |",
+        "|" + "|".join("---" if i == 0 else "---:" for i in range(len(headers))) + "|",
+    ]
     lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
 
@@ -168,6 +172,7 @@ def record(title: str, info: dict[str, str], body: str, loads: Sequence[str], pa
 # The shared 2-vCPU machine does not always give 2x for 2 processes (co-tenants, possibly SMT siblings on the host):
 # a trivially parallel pure-Python loop measured 1.30-1.74x here. Benchmarks that report a multi-process speedup time
 # this loop in the same rounds so that the ceiling under the same conditions stands beside the result.
+
 
 def spin(n: int) -> int:
     s = 0

@@ -10,6 +10,7 @@ exact dedup keeps every sample (otherwise 79 distinct photos would dedup a large
 
 Prints one RESULT line; `samples/s/core` = written samples / CPU seconds of this process.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -79,10 +80,21 @@ def main() -> None:
         try:
             urls = [f"http://127.0.0.1:{port}/{i:06d}.jpg" for i in range(args.n)]
             texts = [f"caption {i}" for i in range(args.n)]
-            rows = pl.DataFrame({"pair_id": pl.Series(pair_ids(urls, texts), dtype=pl.UInt64),
-                                 "image_uuid": [image_uuid(u) for u in urls], "url": urls, "text": texts})
-            source = HttpImageSource(timeout=30, max_retries=0, allow_loopback_for_tests=True,
-                                     max_per_host=args.workers, max_connections=args.workers)
+            rows = pl.DataFrame(
+                {
+                    "pair_id": pl.Series(pair_ids(urls, texts), dtype=pl.UInt64),
+                    "image_uuid": [image_uuid(u) for u in urls],
+                    "url": urls,
+                    "text": texts,
+                }
+            )
+            source = HttpImageSource(
+                timeout=30,
+                max_retries=0,
+                allow_loopback_for_tests=True,
+                max_per_host=args.workers,
+                max_connections=args.workers,
+            )
             # CPU-only reference: decode + resize + encode of the same bytes on one thread, no network/tar
             cfg = ProcessConfig(args.image_size, args.resize_mode, args.jpeg_quality)
             c0 = cpu_seconds()
@@ -91,9 +103,17 @@ def main() -> None:
             decode_per_core = len(originals) / (cpu_seconds() - c0)
 
             c0, t0 = cpu_seconds(), time.perf_counter()
-            res = acquire(rows, source, out_dir, snapshot="BENCH", samples_per_shard=args.samples_per_shard,
-                          image_size=args.image_size, resize_mode=args.resize_mode, jpeg_quality=args.jpeg_quality,
-                          workers=args.workers)
+            res = acquire(
+                rows,
+                source,
+                out_dir,
+                snapshot="BENCH",
+                samples_per_shard=args.samples_per_shard,
+                image_size=args.image_size,
+                resize_mode=args.resize_mode,
+                jpeg_quality=args.jpeg_quality,
+                workers=args.workers,
+            )
             wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
         finally:
             server.terminate()

@@ -16,6 +16,7 @@ the random baselines are checked against the closed-form expectation (`expected_
 
 Usage: .venv/bin/python bench/bench_balancing.py [--rows 10000000] [--rounds 5] [--record]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,6 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
+
 from metaclip_assets.curation.balancing import (  # noqa: E402
     balance_pairs,
     balance_pairs_numpy,
@@ -104,7 +106,9 @@ def main(argv: list[str] | None = None) -> None:
 
     # ---- exactness -------------------------------------------------------------------------------------------
     np.random.seed(args.seed)
-    ours(offsets[:2], entry_ids[: offsets[1]], pair_ids[:1], E, t)  # compile (or load the cached compile) before anything is timed
+    ours(
+        offsets[:2], entry_ids[: offsets[1]], pair_ids[:1], E, t
+    )  # compile (or load the cached compile) before anything is timed
     c_ours, keep = ours(offsets, entry_ids, pair_ids, E, t)
     c_np, keep_np = ours(offsets, entry_ids, pair_ids, E, t, balance=balance_pairs_numpy, counter=numpy_counts)
     c_base, kept_base = baseline(inverted, E, t)
@@ -114,33 +118,46 @@ def main(argv: list[str] | None = None) -> None:
     p = entry_probabilities(c_ours, t)
     kp = keep_probability(offsets, entry_ids, p)
     mean, sd = float(kp.sum()), float(np.sqrt((kp * (1 - kp)).sum()))
-    for label, k in (("ours", int(keep.sum())), ("baseline", len(kept_base)), ("baseline sort-unique", len(kept_base2))):
+    for label, k in (
+        ("ours", int(keep.sum())),
+        ("baseline", len(kept_base)),
+        ("baseline sort-unique", len(kept_base2)),
+    ):
         assert abs(k - mean) < 6 * sd + 1, f"{label}: kept {k} vs expected {mean:.0f} +- {sd:.0f}"
-    print(f"exactness: counts identical; compiled == numpy passes on all {n_texts:,} pairs; kept {int(keep.sum()):,} "
-          f"(ours), {len(kept_base):,} (baseline), expected {mean:,.0f} +- {sd:.0f}")
+    print(
+        f"exactness: counts identical; compiled == numpy passes on all {n_texts:,} pairs; kept {int(keep.sum()):,} "
+        f"(ours), {len(kept_base):,} (baseline), expected {mean:,.0f} +- {sd:.0f}"
+    )
 
     competitors = {
         "baseline: np.unique counts + np.random + np.unique kept": lambda: baseline(inverted, E, t),
         "baseline, sort-unique for kept ids": lambda: baseline(inverted, E, t, sort_unique),
         "ours: compiled counts + hash-seeded balance_pairs (numba)": lambda: ours(offsets, entry_ids, pair_ids, E, t),
-        "ours, numpy passes (balance_pairs_numpy, bincount)":
-            lambda: ours(offsets, entry_ids, pair_ids, E, t, balance=balance_pairs_numpy, counter=numpy_counts),
+        "ours, numpy passes (balance_pairs_numpy, bincount)": lambda: ours(
+            offsets, entry_ids, pair_ids, E, t, balance=balance_pairs_numpy, counter=numpy_counts
+        ),
     }
     times, loads = C.interleaved(competitors, args.rounds)
     med = {k: C.median(v) for k, v in times.items()}
     cpu = {k: C.median(v) for k, v in times.cpu.items()}
     B0, B1 = list(med)[:2]
-    rows = [[k, f"{v:.3f}", f"{cpu[k]:.3f}", C.rate(n_rows, v), f"{med[B0] / v:.2f}x", f"{med[B1] / v:.2f}x"]
-            for k, v in med.items()]
-    table = C.md_table(["competitor", "median wall s", "median CPU s", "rows/s", "vs baseline", "vs sort-unique baseline"],
-                       rows)
+    rows = [
+        [k, f"{v:.3f}", f"{cpu[k]:.3f}", C.rate(n_rows, v), f"{med[B0] / v:.2f}x", f"{med[B1] / v:.2f}x"]
+        for k, v in med.items()
+    ]
+    table = C.md_table(
+        ["competitor", "median wall s", "median CPU s", "rows/s", "vs baseline", "vs sort-unique baseline"], rows
+    )
     ours_name, np_name = list(med)[2:]
-    body = (f"{n_rows:,} (pair, entry) rows, {n_texts:,} pairs, {E:,} entries, Zipf 1.4, t={t:g}, "
-            f"{int(keep.sum()) / n_texts:.0%} of pairs kept; {args.rounds} rounds; numpy {np.__version__}, 1 thread.\n\n"
-            + table + "\n\nTarget ours >= 4x baseline: "
-            + f"{med[B0] / med[ours_name]:.2f}x ({'met' if med[B0] / med[ours_name] >= 4 else 'MISSED'}); "
-            + f"vs the sort-unique baseline {med[B1] / med[ours_name]:.2f}x; numpy passes "
-            + f"{med[B0] / med[np_name]:.2f}x / {med[B1] / med[np_name]:.2f}x (same kept set as ours: checked).\n")
+    body = (
+        f"{n_rows:,} (pair, entry) rows, {n_texts:,} pairs, {E:,} entries, Zipf 1.4, t={t:g}, "
+        f"{int(keep.sum()) / n_texts:.0%} of pairs kept; {args.rounds} rounds; numpy {np.__version__}, 1 thread.\n\n"
+        + table
+        + "\n\nTarget ours >= 4x baseline: "
+        + f"{med[B0] / med[ours_name]:.2f}x ({'met' if med[B0] / med[ours_name] >= 4 else 'MISSED'}); "
+        + f"vs the sort-unique baseline {med[B1] / med[ours_name]:.2f}x; numpy passes "
+        + f"{med[B0] / med[np_name]:.2f}x / {med[B1] / med[np_name]:.2f}x (same kept set as ours: checked).\n"
+    )
     print(body)
     if args.record:
         C.record("Counting and balancing", info, body, loads)

@@ -17,6 +17,7 @@ The peak RSS of a full shard run (metadata, automaton build, read, match, write)
 
 Usage: .venv/bin/python bench/bench_e2e.py [--mib 128] [--rounds 3] [--record]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,8 @@ from bench_matching import build_metaclip_automaton, upstream_spacing  # noqa: E
 from bench_wat import WORKDIR, wat_file  # noqa: E402
 from gen_metadata import generate_metadata  # noqa: E402
 
-from metaclip_assets.curation.matching import Matcher  # noqa: E402
 from metaclip_assets.crawl.build import build_pool  # noqa: E402
+from metaclip_assets.curation.matching import Matcher  # noqa: E402
 from metaclip_assets.curation.stages import match_pool  # noqa: E402
 from metaclip_assets.storage import PARQUET_OPTIONS  # noqa: E402
 
@@ -112,8 +113,10 @@ def baseline(path: Path, automaton, out: Path) -> int:
                 cols["text"].append(text)
                 cols["text_key"].append(key)
                 cols["entry_ids"].append(sorted(matched))
-    pl.DataFrame(cols, schema={"uuid": pl.Utf8, "url": pl.Utf8, "text": pl.Utf8, "text_key": pl.Utf8,
-                               "entry_ids": pl.List(pl.UInt32)}).write_parquet(out, **PARQUET_OPTIONS)
+    pl.DataFrame(
+        cols,
+        schema={"uuid": pl.Utf8, "url": pl.Utf8, "text": pl.Utf8, "text_key": pl.Utf8, "entry_ids": pl.List(pl.UInt32)},
+    ).write_parquet(out, **PARQUET_OPTIONS)
     return pairs
 
 
@@ -154,8 +157,14 @@ print(json.dumps(dict(peak=C.peak_rss_mb(), seconds=time.perf_counter() - t0, pa
 def shard_rss(path: Path, entries: int, tmp: Path) -> dict:
     code = SHARD_CHILD.format(bench=str(C.BENCH_DIR))
     env = {**os.environ, "POLARS_MAX_THREADS": "1"}
-    res = subprocess.run([sys.executable, "-c", code, str(path), str(tmp / "shard.parquet"), str(entries)],
-                         check=True, capture_output=True, text=True, cwd=C.REPO_ROOT, env=env)
+    res = subprocess.run(
+        [sys.executable, "-c", code, str(path), str(tmp / "shard.parquet"), str(entries)],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=C.REPO_ROOT,
+        env=env,
+    )
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
@@ -175,9 +184,14 @@ def main(argv: list[str] | None = None) -> None:
     print(f"WAT file {path} ({path.stat().st_size / 2**20:.1f} MiB gzipped){' generated: ' + str(gen) if gen else ''}")
     metadata, _ = generate_metadata(args.entries, args.seed)
     builds = {}
-    t0 = time.perf_counter(); automaton = build_metaclip_automaton(metadata); builds["baseline"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    automaton = build_metaclip_automaton(metadata)
+    builds["baseline"] = time.perf_counter() - t0
     # the token tables are built lazily: build them here, as a shard run does once per process
-    t0 = time.perf_counter(); matcher = Matcher(metadata); matcher.build_batch_engine(); builds["ours"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    matcher = Matcher(metadata)
+    matcher.build_batch_engine()
+    builds["ours"] = time.perf_counter() - t0
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -198,23 +212,47 @@ def main(argv: list[str] | None = None) -> None:
     med = {k: C.median(v) for k, v in times.items()}
     cpu = {k: C.median(v) for k, v in times.cpu.items()}
     b = list(med)[0]
-    rows = [[k, f"{v:.2f}", f"{cpu[k]:.2f}", C.rate(n_ours, v), C.rate(n_ours, cpu[k]), f"{med[b] / v:.2f}x",
-             f"{cpu[b] / cpu[k]:.2f}x"] for k, v in med.items()]
-    table = C.md_table(["competitor", "median wall s", "median CPU s", "pairs/s (wall)", "pairs/s per CPU-s",
-                        "vs baseline (wall)", "vs baseline (CPU)"], rows)
+    rows = [
+        [
+            k,
+            f"{v:.2f}",
+            f"{cpu[k]:.2f}",
+            C.rate(n_ours, v),
+            C.rate(n_ours, cpu[k]),
+            f"{med[b] / v:.2f}x",
+            f"{cpu[b] / cpu[k]:.2f}x",
+        ]
+        for k, v in med.items()
+    ]
+    table = C.md_table(
+        [
+            "competitor",
+            "median wall s",
+            "median CPU s",
+            "pairs/s (wall)",
+            "pairs/s per CPU-s",
+            "vs baseline (wall)",
+            "vs baseline (CPU)",
+        ],
+        rows,
+    )
     o = list(med)[1]
-    body = (f"WAT {args.mib:g} MiB raw / {path.stat().st_size / 2**20:.1f} MiB gzipped (bench/gen_wat.py seed "
-            f"{args.seed}); {n_ours:,} image-text pairs, {len(ref):,} matched; {len(metadata):,} entries; "
-            f"{args.rounds} rounds; outputs identical.\n\n{table}\n\n"
-            f"Builds (once per shard process, not timed above): pyahocorasick {builds['baseline']:.1f} s, ours "
-            f"{builds['ours']:.1f} s (token tables).\n\n"
-            f"Targets: ours >= 3x baseline: {med[b] / med[o]:.2f}x wall, {cpu[b] / cpu[o]:.2f}x CPU "
-            f"({'met' if med[b] / med[o] >= 3 else 'MISSED'}); >= 40k pairs/s/core: {n_ours / cpu[o] / 1e3:.1f}k "
-            f"per CPU-s, {n_ours / med[o] / 1e3:.1f}k per wall-s ({'met' if n_ours / med[o] >= 40e3 else 'MISSED'}).\n")
+    body = (
+        f"WAT {args.mib:g} MiB raw / {path.stat().st_size / 2**20:.1f} MiB gzipped (bench/gen_wat.py seed "
+        f"{args.seed}); {n_ours:,} image-text pairs, {len(ref):,} matched; {len(metadata):,} entries; "
+        f"{args.rounds} rounds; outputs identical.\n\n{table}\n\n"
+        f"Builds (once per shard process, not timed above): pyahocorasick {builds['baseline']:.1f} s, ours "
+        f"{builds['ours']:.1f} s (token tables).\n\n"
+        f"Targets: ours >= 3x baseline: {med[b] / med[o]:.2f}x wall, {cpu[b] / cpu[o]:.2f}x CPU "
+        f"({'met' if med[b] / med[o] >= 3 else 'MISSED'}); >= 40k pairs/s/core: {n_ours / cpu[o] / 1e3:.1f}k "
+        f"per CPU-s, {n_ours / med[o] / 1e3:.1f}k per wall-s ({'met' if n_ours / med[o] >= 40e3 else 'MISSED'}).\n"
+    )
     if rss:
-        body += (f"\nFull shard run in a fresh process (metadata + Matcher build + build_pool + pool parquet + "
-                 f"match_pool + matched parquet): peak RSS {rss['peak']:.0f} MB, {rss['seconds']:.1f} s, "
-                 f"{rss['pairs']:,} pairs.\n")
+        body += (
+            f"\nFull shard run in a fresh process (metadata + Matcher build + build_pool + pool parquet + "
+            f"match_pool + matched parquet): peak RSS {rss['peak']:.0f} MB, {rss['seconds']:.1f} s, "
+            f"{rss['pairs']:,} pairs.\n"
+        )
     print(body)
     if args.record:
         C.record("End to end WAT -> matched parquet", info, body, loads)

@@ -14,6 +14,7 @@ CPU smoke check (tiny model, toy shards made on the fly, seconds):
   python bench/bench_training.py --cpu-smoke
 Add --record to append the table to bench/RESULTS.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,17 +40,26 @@ def synthetic_batches(trainer: Trainer, n_samples: int, batch_size: int, workers
     from open_clip_train.data import SyntheticDataset
 
     size = trainer.model.visual.image_size
-    dataset = SyntheticDataset(transform=trainer.preprocess, image_size=tuple(size) if isinstance(size, (tuple, list))
-                               else (size, size), dataset_size=n_samples, tokenizer=trainer.tokenizer)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers, drop_last=True,
-                                         pin_memory=trainer.device.type == "cuda",
-                                         persistent_workers=workers > 0)
+    dataset = SyntheticDataset(
+        transform=trainer.preprocess,
+        image_size=tuple(size) if isinstance(size, (tuple, list)) else (size, size),
+        dataset_size=n_samples,
+        tokenizer=trainer.tokenizer,
+    )
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        num_workers=workers,
+        drop_last=True,
+        pin_memory=trainer.device.type == "cuda",
+        persistent_workers=workers > 0,
+    )
     return iter(loader)
 
 
 def steady_rate(out_dir: Path, skip: int, batch_size: int) -> float:
     rows = [json.loads(line) for line in (out_dir / TRAIN_LOG).read_text().splitlines()]
-    rows = rows[skip - 1:] if skip > 0 else [{"t": 0.0, "step": 0}] + rows
+    rows = rows[skip - 1 :] if skip > 0 else [{"t": 0.0, "step": 0}] + rows
     return (rows[-1]["step"] - rows[0]["step"]) * batch_size / (rows[-1]["t"] - rows[0]["t"])
 
 
@@ -58,8 +68,9 @@ def run_one(kind: str, base: dict, args, work: Path) -> dict:
     trainer = Trainer(cfg, log=lambda m: print(f"  [{kind}] {m}", flush=True)).prepare()
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    batches = synthetic_batches(trainer, cfg.samples_budget, cfg.batch_size, cfg.workers) if kind == "synthetic" \
-        else None
+    batches = (
+        synthetic_batches(trainer, cfg.samples_budget, cfg.batch_size, cfg.workers) if kind == "synthetic" else None
+    )
     result = trainer.run(batches=batches)
     peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0
     del trainer, batches  # free the model before the next run, so its peak memory is its own
@@ -70,9 +81,11 @@ def run_one(kind: str, base: dict, args, work: Path) -> dict:
         "kind": kind,
         "samples_per_s": steady_rate(Path(cfg.output_dir), args.skip, cfg.batch_size),
         "samples_per_s_all_steps": result["samples_per_s"],
-        "first_loss": result["first_loss"], "last_loss": result["last_loss"],
+        "first_loss": result["first_loss"],
+        "last_loss": result["last_loss"],
         "peak_gpu_mem_gb": peak,
-        "device": result["device"], "precision": result["precision"],
+        "device": result["device"],
+        "precision": result["precision"],
     }
 
 
@@ -105,10 +118,20 @@ def main(argv: list[str] | None = None) -> dict:
             shards = sorted(glob.glob(pattern))
             if not shards:
                 p.error(f"no shards match {pattern}")
-        base = dict(model=args.model, shard_urls=shards, batch_size=args.batch_size,
-                    samples_budget=args.steps * args.batch_size, workers=args.workers, precision=args.precision,
-                    threads=args.threads, tracking_uri="none", checkpoint_every=10**9,
-                    log_every=max(1, args.steps // 10), progress_every_s=10.0, shuffle_buffer=min(1000, 4 * args.batch_size))
+        base = dict(
+            model=args.model,
+            shard_urls=shards,
+            batch_size=args.batch_size,
+            samples_budget=args.steps * args.batch_size,
+            workers=args.workers,
+            precision=args.precision,
+            threads=args.threads,
+            tracking_uri="none",
+            checkpoint_every=10**9,
+            log_every=max(1, args.steps // 10),
+            progress_every_s=10.0,
+            shuffle_buffer=min(1000, 4 * args.batch_size),
+        )
         info = machine_info()
         if torch.cuda.is_available():
             info["gpu"] = torch.cuda.get_device_name(0)
@@ -116,16 +139,42 @@ def main(argv: list[str] | None = None) -> dict:
         results = [run_one(kind, base, args, work) for kind in ("shards", "synthetic")]
 
     shards_rate, synth_rate = results[0]["samples_per_s"], results[1]["samples_per_s"]
-    rows = [[r["kind"], args.model, r["device"], r["precision"], args.batch_size, args.workers,
-             round(r["samples_per_s"], 1), round(r["samples_per_s_all_steps"], 1), round(r["peak_gpu_mem_gb"], 2),
-             f"{r['first_loss']:.3f} -> {r['last_loss']:.3f}"] for r in results]
-    table = md_table(["data", "model", "device", "precision", "batch", "workers", "samples/s (steady)",
-                      "samples/s (all)", "peak GPU GiB", "loss"], rows)
+    rows = [
+        [
+            r["kind"],
+            args.model,
+            r["device"],
+            r["precision"],
+            args.batch_size,
+            args.workers,
+            round(r["samples_per_s"], 1),
+            round(r["samples_per_s_all_steps"], 1),
+            round(r["peak_gpu_mem_gb"], 2),
+            f"{r['first_loss']:.3f} -> {r['last_loss']:.3f}",
+        ]
+        for r in results
+    ]
+    table = md_table(
+        [
+            "data",
+            "model",
+            "device",
+            "precision",
+            "batch",
+            "workers",
+            "samples/s (steady)",
+            "samples/s (all)",
+            "peak GPU GiB",
+            "loss",
+        ],
+        rows,
+    )
     summary = f"{table}\n\nshards / synthetic = {shards_rate / synth_rate:.2f}"
     print(summary)
     if args.record:
-        record(f"training throughput: {args.model}{' (CPU smoke)' if args.cpu_smoke else ''}", info, summary,
-               [loadavg()])
+        record(
+            f"training throughput: {args.model}{' (CPU smoke)' if args.cpu_smoke else ''}", info, summary, [loadavg()]
+        )
     return {"shards": results[0], "synthetic": results[1], "ratio": shards_rate / synth_rate}
 
 

@@ -16,6 +16,7 @@ Target: ours <= 1.2x the zcat time. 1 core: POLARS_MAX_THREADS=1.
 
 Usage: .venv/bin/python bench/bench_wat.py [--mib 128] [--rounds 3] [--record]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,20 +24,19 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 os.environ.setdefault("POLARS_MAX_THREADS", "1")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
+import orjson  # noqa: E402
 from gen_wat import generate_wat  # noqa: E402
 
-import orjson  # noqa: E402
-
+from metaclip_assets import settings  # noqa: E402
 from metaclip_assets.crawl import framing, wat  # noqa: E402
 
-WORKDIR = Path(os.environ.get("METACLIP_BENCH_DIR", Path(tempfile.gettempdir()) / "metaclip-bench"))
+WORKDIR = settings.bench_dir()
 
 
 def wat_file(mib: float, seed: int, entries: int, workdir: Path = WORKDIR) -> tuple[Path, dict | None]:
@@ -73,7 +73,9 @@ def parse_only_fastwarc(path: Path) -> int:
 def parse_only_ours(path: Path) -> int:
     n = 0
     for _, block, data, start, end in framing.iter_warc_records(path, wat.ReadStats()):
-        if (framing.warc_header(block, b"WARC-Type") or b"").lower() == b"metadata" and data.find(wat.IMG_MARK, start, end) >= 0:
+        if (framing.warc_header(block, b"WARC-Type") or b"").lower() == b"metadata" and data.find(
+            wat.IMG_MARK, start, end
+        ) >= 0:
             orjson.loads(memoryview(data)[start:end])
             n += 1
     return n
@@ -103,8 +105,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"exactness: {fast.height:,} rows identical (all columns), stats identical: {fstats.as_dict()}")
     assert parse_only_fastwarc(path) == parse_only_ours(path), "parse-only floors parsed different record counts"
 
-    z, ours_k, py_k, ref_k = ("zcat > /dev/null", "ours: read_wat (own framing + pre-check + compiled rows)",
-                              "ours, Python rows: read_wat(compiled=False) (+ orjson)", "reference: warcio + json")
+    z, ours_k, py_k, ref_k = (
+        "zcat > /dev/null",
+        "ours: read_wat (own framing + pre-check + compiled rows)",
+        "ours, Python rows: read_wat(compiled=False) (+ orjson)",
+        "reference: warcio + json",
+    )
     fw_k, po_k = "parse only: FastWARC + orjson (no rows)", "parse only: ours (no rows)"
     competitors = {
         z: lambda: zcat(path),
@@ -117,18 +123,40 @@ def main(argv: list[str] | None = None) -> None:
     times, loads = C.interleaved(competitors, args.rounds)
     med = {k: C.median(v) for k, v in times.items()}
     cpu = {k: C.median(v) for k, v in times.cpu.items()}
-    rows = [[k, f"{v:.2f}", f"{cpu[k]:.2f}", C.rate(fstats.records_read, v), C.rate(fast.height, v) if k != z else "-",
-             f"{v / med[z]:.2f}x", f"{cpu[k] / cpu[z]:.2f}x"] for k, v in med.items()]
-    table = C.md_table(["competitor", "median wall s", "median CPU s", "records/s", "image-text rows/s",
-                        "x zcat (wall)", "x zcat (CPU)"], rows)
+    rows = [
+        [
+            k,
+            f"{v:.2f}",
+            f"{cpu[k]:.2f}",
+            C.rate(fstats.records_read, v),
+            C.rate(fast.height, v) if k != z else "-",
+            f"{v / med[z]:.2f}x",
+            f"{cpu[k] / cpu[z]:.2f}x",
+        ]
+        for k, v in med.items()
+    ]
+    table = C.md_table(
+        [
+            "competitor",
+            "median wall s",
+            "median CPU s",
+            "records/s",
+            "image-text rows/s",
+            "x zcat (wall)",
+            "x zcat (CPU)",
+        ],
+        rows,
+    )
     ratio = med[ours_k] / med[z]
-    body = (f"WAT: {path.stat().st_size / 2**20:.1f} MiB gzipped, {args.mib:g} MiB raw (bench/gen_wat.py seed "
-            f"{args.seed}), {fstats.records_read:,} records, {fstats.images_seen:,} IMG links, {fast.height:,} "
-            f"image-text rows; rows and stats identical; {args.rounds} rounds.\n\n{table}\n\n"
-            f"Target ours <= 1.2x zcat: {ratio:.2f}x wall, {cpu[ours_k] / cpu[z]:.2f}x CPU "
-            f"({'met' if ratio <= 1.2 else 'MISSED'}); Python rows {cpu[py_k] / cpu[z]:.2f}x CPU; reference "
-            f"{med[ref_k] / med[z]:.2f}x; parse-only floors: FastWARC + orjson {cpu[fw_k] / cpu[z]:.2f}x, ours "
-            f"{cpu[po_k] / cpu[z]:.2f}x CPU.\n")
+    body = (
+        f"WAT: {path.stat().st_size / 2**20:.1f} MiB gzipped, {args.mib:g} MiB raw (bench/gen_wat.py seed "
+        f"{args.seed}), {fstats.records_read:,} records, {fstats.images_seen:,} IMG links, {fast.height:,} "
+        f"image-text rows; rows and stats identical; {args.rounds} rounds.\n\n{table}\n\n"
+        f"Target ours <= 1.2x zcat: {ratio:.2f}x wall, {cpu[ours_k] / cpu[z]:.2f}x CPU "
+        f"({'met' if ratio <= 1.2 else 'MISSED'}); Python rows {cpu[py_k] / cpu[z]:.2f}x CPU; reference "
+        f"{med[ref_k] / med[z]:.2f}x; parse-only floors: FastWARC + orjson {cpu[fw_k] / cpu[z]:.2f}x, ours "
+        f"{cpu[po_k] / cpu[z]:.2f}x CPU.\n"
+    )
     print(body)
     if args.record:
         C.record("WAT parsing", info, body, loads)

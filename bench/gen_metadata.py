@@ -9,6 +9,7 @@ Dedup is by exact string, first part wins, as upstream. Entry id = list index.
 
 Usage: python bench/gen_metadata.py OUT.json [--entries 500000] [--seed 0]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -135,8 +136,10 @@ def main(argv: list[str] | None = None) -> None:
     from collections import Counter
 
     words = Counter(min(len(e.split()), 4) for e in entries)
-    print(f"{len(entries):,} entries, {sum(map(len, entries)):,} chars; parts {dict(Counter(sources))}; "
-          f"words per entry 1/2/3/4+: {[words[k] for k in (1, 2, 3, 4)]}")
+    print(
+        f"{len(entries):,} entries, {sum(map(len, entries)):,} chars; parts {dict(Counter(sources))}; "
+        f"words per entry 1/2/3/4+: {[words[k] for k in (1, 2, 3, 4)]}"
+    )
 
 
 if __name__ == "__main__":

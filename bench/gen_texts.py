@@ -8,13 +8,14 @@ that mostly match nothing. No network, no shared data: anyone can regenerate the
 
 Usage: python bench/gen_texts.py METADATA.json OUT.jsonl [--texts 200000] [--seed 0]
 """
+
 from __future__ import annotations
 
 import argparse
-import sys
 import itertools
 import json
 import random
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,7 +46,9 @@ def _vocab(metadata: list[str], rng: random.Random) -> tuple[list[str], list[flo
     head = list(dict.fromkeys(COMMON_WORDS))
     seen = set(head)
     rest = sorted({w for e in metadata for w in e.split(" ") if w and len(w) < 20 and w not in seen})
-    rest += [w + "s" for w in rest[::7]] + ["".join(rng.choice("bcdfghklmnprstvz") for _ in range(5)) for _ in range(2000)]
+    rest += [w + "s" for w in rest[::7]] + [
+        "".join(rng.choice("bcdfghklmnprstvz") for _ in range(5)) for _ in range(2000)
+    ]
     rng.shuffle(rest)
     words = head + rest
     cum = list(itertools.accumulate(1.0 / (r + 1) ** 1.07 for r in range(len(words))))

@@ -18,6 +18,7 @@ without links, ~1% pages with <base href>.
 Usage: python bench/gen_wat.py OUT.warc.wat.gz [--mib 32] [--seed 0] [--entries 500000]
   --mib is the UNCOMPRESSED size to reach (several hundred MiB on request: --mib 300).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,14 +37,31 @@ from gen_metadata import generate_metadata  # noqa: E402
 from gen_texts import iter_texts  # noqa: E402
 
 _TLDS = ["com", "com", "com", "org", "net", "de", "co.uk", "fr", "info", "io", "es", "it", "nl", "ru", "com.au"]
-_SYL = "ba be bi bo bu ca co da de di do fa fe fi ga go ha he hi ka ke ki la le li lo lu ma me mi mo na ne ni no pa pe " \
-       "pi po ra re ri ro sa se si so ta te ti to va ve vi wa we za".split()
-_DIRS = ["wp-content/uploads", "images", "img", "static/media", "assets/img", "uploads", "media/catalog/product",
-         "files", "content/images", "cdn/shop/products"]
+_SYL = (
+    "ba be bi bo bu ca co da de di do fa fe fi ga go ha he hi ka ke ki la le li lo lu ma me mi mo na ne ni no pa pe "
+    "pi po ra re ri ro sa se si so ta te ti to va ve vi wa we za".split()
+)
+_DIRS = [
+    "wp-content/uploads",
+    "images",
+    "img",
+    "static/media",
+    "assets/img",
+    "uploads",
+    "media/catalog/product",
+    "files",
+    "content/images",
+    "cdn/shop/products",
+]
 _EXT = [".jpg", ".jpg", ".jpg", ".png", ".png", ".gif", ".webp", ".jpeg", ".svg"]
 _SERVERS = ["nginx", "Apache", "cloudflare", "Microsoft-IIS/10.0", "LiteSpeed", "openresty"]
-_LANGS = [("en", "eng", "ENGLISH")] * 6 + [("de", "deu", "GERMAN"), ("fr", "fra", "FRENCH"), ("es", "spa", "SPANISH"),
-                                           ("ru", "rus", "RUSSIAN"), ("ja", "jpn", "Japanese")]
+_LANGS = [("en", "eng", "ENGLISH")] * 6 + [
+    ("de", "deu", "GERMAN"),
+    ("fr", "fra", "FRENCH"),
+    ("es", "spa", "SPANISH"),
+    ("ru", "rus", "RUSSIAN"),
+    ("ja", "jpn", "Japanese"),
+]
 
 
 def _word(rng: random.Random, lo: int = 1, hi: int = 3) -> str:
@@ -119,8 +137,11 @@ class _Page:
         rng.shuffle(slots)
         for kind in slots:
             if kind == "a":
-                link = {"path": "A@/href", "url": f"https://{host}/{_word(rng)}/{_word(rng, 2, 4)}",
-                        "text": rng.choice(self.link_texts)}
+                link = {
+                    "path": "A@/href",
+                    "url": f"https://{host}/{_word(rng)}/{_word(rng, 2, 4)}",
+                    "text": rng.choice(self.link_texts),
+                }
                 if rng.random() < 0.1:
                     link["title"] = rng.choice(self.link_texts)
                 out.append(link)
@@ -149,16 +170,25 @@ def generate_wat(path: Path, mib: float = 32, seed: int = 0, entries: int = 500_
     texts = iter_texts(metadata, seed + 1)
     link_texts = [next(texts)[:40] for _ in range(3000)] + ["Home", "About", "Contact", "Privacy Policy", "Next", "»"]
     page = _Page(rng, texts, link_texts)
-    crawl = "CC-MAIN-2024-22"
     seg_name = f"CC-MAIN-20240517233122-20240518023122-{seed % 100000:05d}"
     w = WatWriter(Path(path))
-    info = (f"Software-Info: ia-web-commons.1.1.10-SNAPSHOT-20240513074037\r\nExtracted-Date: Fri, 31 May 2024 "
-            f"01:16:45 GMT\r\nip: 10.67.67.159\r\nhostname: ip-10-67-67-159.ec2.internal\r\nformat: WARC File Format "
-            f"1.0\r\nconformsTo: http://bibnum.bnf.fr/WARC/WARC_ISO_28500_version1_latestdraft.pdf\r\n").encode()
-    w.record([("WARC-Type", "warcinfo"), ("WARC-Date", "2024-05-31T01:16:45Z"),
-              ("WARC-Filename", f"{seg_name}.warc.wat.gz"), ("WARC-Record-ID", f"<urn:uuid:{uuid.UUID(int=rng.getrandbits(128), version=4)}>"),
-              ("Content-Type", "application/warc-fields"), ("Content-Length", str(len(info))),
-              ("WARC-Block-Digest", _digest(info))], info)
+    info = (
+        b"Software-Info: ia-web-commons.1.1.10-SNAPSHOT-20240513074037\r\nExtracted-Date: Fri, 31 May 2024 "
+        b"01:16:45 GMT\r\nip: 10.67.67.159\r\nhostname: ip-10-67-67-159.ec2.internal\r\nformat: WARC File Format "
+        b"1.0\r\nconformsTo: http://bibnum.bnf.fr/WARC/WARC_ISO_28500_version1_latestdraft.pdf\r\n"
+    )
+    w.record(
+        [
+            ("WARC-Type", "warcinfo"),
+            ("WARC-Date", "2024-05-31T01:16:45Z"),
+            ("WARC-Filename", f"{seg_name}.warc.wat.gz"),
+            ("WARC-Record-ID", f"<urn:uuid:{uuid.UUID(int=rng.getrandbits(128), version=4)}>"),
+            ("Content-Type", "application/warc-fields"),
+            ("Content-Length", str(len(info))),
+            ("WARC-Block-Digest", _digest(info)),
+        ],
+        info,
+    )
     warcinfo_id = f"<urn:uuid:{uuid.UUID(int=rng.getrandbits(128), version=4)}>"
     offset = 1200
     pages = img_links = 0
@@ -176,17 +206,28 @@ def generate_wat(path: Path, mib: float = 32, seed: int = 0, entries: int = 500_
         ids = [f"<urn:uuid:{uuid.UUID(int=rng.getrandbits(128), version=4)}>" for _ in range(6)]
         path_only = url.split(host, 1)[1]
         # ---- request
-        req_headers = {"User-Agent": "CCBot/2.0 (https://commoncrawl.org/faq/)",
-                       "Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
-                       "Accept-Language": "en-US,en;q=0.5", "Accept-Encoding": "br,gzip", "Host": host,
-                       "Connection": "Keep-Alive"}
-        req_pm = {"Actual-Content-Type": "application/http; msgtype=request",
-                  "HTTP-Request-Metadata": {"Request-Message": {"Method": "GET", "Path": path_only, "Version": "HTTP/1.1"},
-                                            "Headers-Length": str(rng.randint(240, 300)), "Headers": req_headers,
-                                            "Entity-Length": "0", "Entity-Digest": "sha1:3I42H3S6NNFQ2MSVX7XZKYAYSCX5QBYJ",
-                                            "Entity-Trailing-Slop-Length": "0"},
-                  "Actual-Content-Length": str(rng.randint(240, 300)), "Trailing-Slop-Length": "4",
-                  "Block-Digest": _digest(ids[0].encode())}
+        req_headers = {
+            "User-Agent": "CCBot/2.0 (https://commoncrawl.org/faq/)",
+            "Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+            "Accept-Language": "en-US,en;q=0.5",
+            "Accept-Encoding": "br,gzip",
+            "Host": host,
+            "Connection": "Keep-Alive",
+        }
+        req_pm = {
+            "Actual-Content-Type": "application/http; msgtype=request",
+            "HTTP-Request-Metadata": {
+                "Request-Message": {"Method": "GET", "Path": path_only, "Version": "HTTP/1.1"},
+                "Headers-Length": str(rng.randint(240, 300)),
+                "Headers": req_headers,
+                "Entity-Length": "0",
+                "Entity-Digest": "sha1:3I42H3S6NNFQ2MSVX7XZKYAYSCX5QBYJ",
+                "Entity-Trailing-Slop-Length": "0",
+            },
+            "Actual-Content-Length": str(rng.randint(240, 300)),
+            "Trailing-Slop-Length": "4",
+            "Block-Digest": _digest(ids[0].encode()),
+        }
         # ---- response
         r = rng.random()
         status, reason, ctype = ("200", "OK", "text/html; charset=UTF-8")
@@ -196,13 +237,23 @@ def generate_wat(path: Path, mib: float = 32, seed: int = 0, entries: int = 500_
         elif r < 0.08:
             status, reason = "301", "Moved Permanently"
         else:
-            head = {"Title": next(texts)[:70],
-                    "Metas": [{"name": "viewport", "content": "width=device-width, initial-scale=1"}]
-                    + [{"property": f"og:{k}", "content": next(texts)[:120]} for k in ("title", "description")[: rng.randint(0, 2)]],
-                    "Link": [{"path": "LINK@/href", "url": f"https://{host}/{_word(rng)}.css", "rel": "stylesheet"}
-                             for _ in range(rng.randint(1, 3))] + [{"path": "LINK@/href", "url": url, "rel": "canonical"}]}
+            head = {
+                "Title": next(texts)[:70],
+                "Metas": [{"name": "viewport", "content": "width=device-width, initial-scale=1"}]
+                + [
+                    {"property": f"og:{k}", "content": next(texts)[:120]}
+                    for k in ("title", "description")[: rng.randint(0, 2)]
+                ],
+                "Link": [
+                    {"path": "LINK@/href", "url": f"https://{host}/{_word(rng)}.css", "rel": "stylesheet"}
+                    for _ in range(rng.randint(1, 3))
+                ]
+                + [{"path": "LINK@/href", "url": url, "rel": "canonical"}],
+            }
             if rng.random() < 0.6:
-                head["Scripts"] = [{"path": "SCRIPT@/src", "url": f"/js/{_word(rng)}.js"} for _ in range(rng.randint(1, 3))]
+                head["Scripts"] = [
+                    {"path": "SCRIPT@/src", "url": f"/js/{_word(rng)}.js"} for _ in range(rng.randint(1, 3))
+                ]
             if rng.random() < 0.01:
                 head["Base"] = f"https://static.{host}/{_word(rng)}/"
             html_md = {"Head": head}
@@ -210,54 +261,124 @@ def generate_wat(path: Path, mib: float = 32, seed: int = 0, entries: int = 500_
                 links = page.links(host)
                 img_links += sum(1 for x in links if x["path"] == "IMG@/src")
                 html_md["Links"] = links
-        headers = {"Date": "Sat, 18 May 2024 01:58:10 GMT", "Server": rng.choice(_SERVERS), "Content-Type": ctype,
-                   "X-Crawler-Content-Encoding": "gzip", "Vary": "Accept-Encoding"}
+        headers = {
+            "Date": "Sat, 18 May 2024 01:58:10 GMT",
+            "Server": rng.choice(_SERVERS),
+            "Content-Type": ctype,
+            "X-Crawler-Content-Encoding": "gzip",
+            "Vary": "Accept-Encoding",
+        }
         if status == "301":
             headers["Location"] = f"https://{host}/{_word(rng)}/"
         entity_len = rng.randint(2_000, 200_000)
-        hrm = {"Response-Message": {"Version": "HTTP/1.1", "Status": status, "Reason": reason},
-               "Headers-Length": str(rng.randint(300, 900)), "Headers": headers}
+        hrm = {
+            "Response-Message": {"Version": "HTTP/1.1", "Status": status, "Reason": reason},
+            "Headers-Length": str(rng.randint(300, 900)),
+            "Headers": headers,
+        }
         if html_md is not None:
             hrm["HTML-Metadata"] = html_md
-        hrm.update({"Entity-Length": str(entity_len), "Entity-Digest": _digest(ids[1].encode()),
-                    "Entity-Trailing-Slop-Length": "0"})
-        resp_pm = {"Actual-Content-Type": "application/http; msgtype=response", "HTTP-Response-Metadata": hrm,
-                   "Actual-Content-Length": str(entity_len + 500), "Trailing-Slop-Length": "4",
-                   "Block-Digest": _digest(ids[2].encode())}
+        hrm.update(
+            {
+                "Entity-Length": str(entity_len),
+                "Entity-Digest": _digest(ids[1].encode()),
+                "Entity-Trailing-Slop-Length": "0",
+            }
+        )
+        resp_pm = {
+            "Actual-Content-Type": "application/http; msgtype=response",
+            "HTTP-Response-Metadata": hrm,
+            "Actual-Content-Length": str(entity_len + 500),
+            "Trailing-Slop-Length": "4",
+            "Block-Digest": _digest(ids[2].encode()),
+        }
         # ---- crawl metadata record
         lang = rng.choice(_LANGS)
-        langs = orjson.dumps({"reliable": True, "text-bytes": rng.randint(500, 50_000), "languages": [
-            {"code": lang[0], "code-iso-639-3": lang[1], "text-covered": 0.99, "score": 700.0, "name": lang[2]}]}).decode()
-        meta_pm = {"Actual-Content-Type": "application/metadata-fields",
-                   "WARC-Metadata-Metadata": {"Metadata-Records": [
-                       {"Name": "fetchTimeMs", "Value": str(rng.randint(20, 3000))},
-                       {"Name": "charset-detected", "Value": "UTF-8"}, {"Name": "languages-cld2", "Value": langs}]},
-                   "Actual-Content-Length": str(rng.randint(150, 260)), "Trailing-Slop-Length": "0"}
+        langs = orjson.dumps(
+            {
+                "reliable": True,
+                "text-bytes": rng.randint(500, 50_000),
+                "languages": [
+                    {"code": lang[0], "code-iso-639-3": lang[1], "text-covered": 0.99, "score": 700.0, "name": lang[2]}
+                ],
+            }
+        ).decode()
+        meta_pm = {
+            "Actual-Content-Type": "application/metadata-fields",
+            "WARC-Metadata-Metadata": {
+                "Metadata-Records": [
+                    {"Name": "fetchTimeMs", "Value": str(rng.randint(20, 3000))},
+                    {"Name": "charset-detected", "Value": "UTF-8"},
+                    {"Name": "languages-cld2", "Value": langs},
+                ]
+            },
+            "Actual-Content-Length": str(rng.randint(150, 260)),
+            "Trailing-Slop-Length": "0",
+        }
         for (wtype, ctype_rec, pm), rec_id, ref_id in zip(
-            (("request", "application/http; msgtype=request", req_pm),
-             ("response", "application/http; msgtype=response", resp_pm),
-             ("metadata", "application/warc-fields", meta_pm)), ids[3:], ids[:3]):
+            (
+                ("request", "application/http; msgtype=request", req_pm),
+                ("response", "application/http; msgtype=response", resp_pm),
+                ("metadata", "application/warc-fields", meta_pm),
+            ),
+            ids[3:],
+            ids[:3],
+        ):
             inflated = rng.randint(400, 60_000)
-            doc = {"Container": {"Filename": f"{seg_name}.warc.gz", "Compressed": True, "Offset": str(offset),
-                                 "Gzip-Metadata": {"Deflate-Length": str(inflated // 4), "Header-Length": "10",
-                                                   "Footer-Length": "8", "Inflated-CRC": str(rng.randint(-2**31, 2**31 - 1)),
-                                                   "Inflated-Length": str(inflated)}},
-                   "Envelope": {"Payload-Metadata": pm, "Format": "WARC/1.0",
-                                "WARC-Header-Length": str(rng.randint(300, 700)),
-                                "WARC-Header-Metadata": {"WARC-Type": wtype, "WARC-Date": fetch, "WARC-Record-ID": ref_id,
-                                                         "Content-Length": str(inflated), "Content-Type": ctype_rec,
-                                                         "WARC-Warcinfo-ID": warcinfo_id, "WARC-IP-Address": ip,
-                                                         "WARC-Target-URI": url}}}
+            doc = {
+                "Container": {
+                    "Filename": f"{seg_name}.warc.gz",
+                    "Compressed": True,
+                    "Offset": str(offset),
+                    "Gzip-Metadata": {
+                        "Deflate-Length": str(inflated // 4),
+                        "Header-Length": "10",
+                        "Footer-Length": "8",
+                        "Inflated-CRC": str(rng.randint(-(2**31), 2**31 - 1)),
+                        "Inflated-Length": str(inflated),
+                    },
+                },
+                "Envelope": {
+                    "Payload-Metadata": pm,
+                    "Format": "WARC/1.0",
+                    "WARC-Header-Length": str(rng.randint(300, 700)),
+                    "WARC-Header-Metadata": {
+                        "WARC-Type": wtype,
+                        "WARC-Date": fetch,
+                        "WARC-Record-ID": ref_id,
+                        "Content-Length": str(inflated),
+                        "Content-Type": ctype_rec,
+                        "WARC-Warcinfo-ID": warcinfo_id,
+                        "WARC-IP-Address": ip,
+                        "WARC-Target-URI": url,
+                    },
+                },
+            }
             offset += inflated // 4 + 18
             payload = orjson.dumps(doc)
             digest = _digest(payload)
-            w.record([("WARC-Type", "metadata"), ("WARC-Target-URI", url), ("WARC-Date", extract),
-                      ("WARC-Record-ID", rec_id), ("WARC-Refers-To", ref_id), ("Content-Type", "application/json"),
-                      ("Content-Length", str(len(payload))), ("WARC-Payload-Digest", digest),
-                      ("WARC-Block-Digest", digest)], payload)
+            w.record(
+                [
+                    ("WARC-Type", "metadata"),
+                    ("WARC-Target-URI", url),
+                    ("WARC-Date", extract),
+                    ("WARC-Record-ID", rec_id),
+                    ("WARC-Refers-To", ref_id),
+                    ("Content-Type", "application/json"),
+                    ("Content-Length", str(len(payload))),
+                    ("WARC-Payload-Digest", digest),
+                    ("WARC-Block-Digest", digest),
+                ],
+                payload,
+            )
     w.close()
-    return {"pages": pages, "records": w.records, "raw_mib": round(w.raw / 2**20, 1),
-            "gz_mib": round(Path(path).stat().st_size / 2**20, 1), "img_links": img_links}
+    return {
+        "pages": pages,
+        "records": w.records,
+        "raw_mib": round(w.raw / 2**20, 1),
+        "gz_mib": round(Path(path).stat().st_size / 2**20, 1),
+        "img_links": img_links,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from metaclip_assets import settings
 from metaclip_assets.defs.partitions import SNAPSHOT_PARTITIONS_NAME
 
 
@@ -29,9 +30,11 @@ def cmd_make_sample(args: argparse.Namespace) -> None:
     root = Path(args.data_root)
     for snapshot, seed in zip(args.snapshot, range(args.seed, args.seed + len(args.snapshot))):
         manifest = make_sample_snapshot(root, snapshot, seed=seed)
-        print(f"sample snapshot {snapshot} (seed {seed}) written under {root.resolve()}: "
-              f"{len(manifest.wat_files)} WAT + {len(manifest.warc_files)} WARC files, "
-              f"{manifest.pairs_distinct:,} distinct image-text pairs, planted bad records {manifest.expected_skips}")
+        print(
+            f"sample snapshot {snapshot} (seed {seed}) written under {root.resolve()}: "
+            f"{len(manifest.wat_files)} WAT + {len(manifest.warc_files)} WARC files, "
+            f"{manifest.pairs_distinct:,} distinct image-text pairs, planted bad records {manifest.expected_skips}"
+        )
 
 
 def cmd_register(args: argparse.Namespace) -> None:
@@ -40,8 +43,10 @@ def cmd_register(args: argparse.Namespace) -> None:
     new = [s for s in args.snapshot if s not in known]
     if new:
         instance.add_dynamic_partitions(SNAPSHOT_PARTITIONS_NAME, new)
-    print(f"registered {new or 'nothing new'}; {SNAPSHOT_PARTITIONS_NAME} now has "
-          f"{len(instance.get_dynamic_partitions(SNAPSHOT_PARTITIONS_NAME))} partitions")
+    print(
+        f"registered {new or 'nothing new'}; {SNAPSHOT_PARTITIONS_NAME} now has "
+        f"{len(instance.get_dynamic_partitions(SNAPSHOT_PARTITIONS_NAME))} partitions"
+    )
 
 
 def cmd_list(args: argparse.Namespace) -> None:
@@ -50,11 +55,12 @@ def cmd_list(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="metaclip-assets", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="metaclip-assets", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("make-sample", help="generate the bundled sample snapshot(s)")
-    p.add_argument("--data-root", default=os.environ.get("METACLIP_DATA_ROOT", "data"))
+    p.add_argument("--data-root", default=settings.data_root())
     p.add_argument("--snapshot", nargs="+", default=["SAMPLE-2024-10"])
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_make_sample)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
 
+from metaclip_assets import settings
+from metaclip_assets.defs.acquisition_assets import ImageSourceResource, acquisition_report, webdataset_shards
 from metaclip_assets.defs.automation import (
     CrawlIndexResource,
     cc_snapshot_job,
@@ -16,7 +16,6 @@ from metaclip_assets.defs.automation import (
     recurate_latest_schedule,
     with_automation,
 )
-from metaclip_assets.defs.acquisition_assets import ImageSourceResource, acquisition_report, webdataset_shards
 from metaclip_assets.defs.eval_assets import eval_metrics
 from metaclip_assets.defs.metadata_asset import metadata_entries
 from metaclip_assets.defs.pool_assets import crawl_pool, matched_pool
@@ -42,7 +41,7 @@ defs = dg.Definitions(
         "curation_storage": CurationStorage(),
         "image_source": ImageSourceResource(),
         # local subprocess by default; METACLIP_TRAINING_MODE=k8s submits GPU pods via PipesK8sClient
-        "training_launcher": TrainingLauncher(mode=os.environ.get("METACLIP_TRAINING_MODE", "local")),
+        "training_launcher": TrainingLauncher(mode=settings.training_mode()),
         "crawl_index": CrawlIndexResource(),
     },
 )

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import fsspec
-from fsspec.implementations.local import LocalFileSystem
 import numpy as np
 import polars as pl
+from fsspec.implementations.local import LocalFileSystem
 
 # Every parquet artifact (pool, matched, balanced shards): zstd level 1 writes a matched shard in ~0.6x the time of
 # polars' default level for ~8% more bytes (bench/README.md); reads cost the same. Statistics for predicate pushdown.

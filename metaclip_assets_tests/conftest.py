@@ -1,14 +1,16 @@
 """Shared fixtures: locating ../shared (present on the team's machines, absent on a fresh clone)."""
+
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
+from metaclip_assets import settings
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # ../shared beside the checkout; METACLIP_SHARED overrides it (e.g. CI clones elsewhere).
-SHARED = Path(os.environ.get("METACLIP_SHARED", REPO_ROOT.parent / "shared"))
+SHARED = settings.shared_dir(REPO_ROOT)
 
 
 def _shared_dir(name: str) -> Path:

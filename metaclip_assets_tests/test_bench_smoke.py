@@ -4,6 +4,7 @@ Each benchmark asserts, before timing, that all its competitors produce identica
 tiny inputs therefore checks the generators, the competitors and those assertions. The two matching engines the
 benchmark times separately are also compared on edge cases.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -21,8 +22,14 @@ sys.path.insert(0, str(BENCH))
 
 
 def run(script: str, *args: str, timeout: int = 120) -> str:
-    res = subprocess.run([sys.executable, str(BENCH / script), *args], cwd=REPO, capture_output=True, text=True,
-                         timeout=timeout, env={"POLARS_MAX_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    res = subprocess.run(
+        [sys.executable, str(BENCH / script), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={"POLARS_MAX_THREADS": "1", "PATH": "/usr/bin:/bin"},
+    )
     assert res.returncode == 0, f"{script} failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
     return res.stdout
 
@@ -51,22 +58,32 @@ def test_gen_wat_layout(tmp_path):
         raw = d.unused_data
         members += 1
     with gzip.open(out, "rb") as f:
-        recs = [(r.rec_type, r.rec_headers.get_header("Content-Type"), r.content_stream().read())
-                for r in ArchiveIterator(f)]
+        recs = [
+            (r.rec_type, r.rec_headers.get_header("Content-Type"), r.content_stream().read())
+            for r in ArchiveIterator(f)
+        ]
     assert members == len(recs) and recs[0][0] == "warcinfo" and (len(recs) - 1) % 3 == 0
     assert {t for t, _, _ in recs[1:]} == {"metadata"} and {c for _, c, _ in recs[1:]} == {"application/json"}
     docs = [json.loads(p) for _, _, p in recs[1:]]
     kinds = [d["Envelope"]["WARC-Header-Metadata"]["WARC-Type"] for d in docs]
     assert kinds[:3] == ["request", "response", "metadata"]
-    imgs = [link for d in docs
-            for link in d["Envelope"]["Payload-Metadata"].get("HTTP-Response-Metadata", {}).get("HTML-Metadata", {}).get("Links", [])
-            if link["path"] == "IMG@/src"]
+    imgs = [
+        link
+        for d in docs
+        for link in d["Envelope"]["Payload-Metadata"]
+        .get("HTTP-Response-Metadata", {})
+        .get("HTML-Metadata", {})
+        .get("Links", [])
+        if link["path"] == "IMG@/src"
+    ]
     assert imgs and any(link.get("alt") for link in imgs)
     assert b'"IMG@/src"' in gzip.decompress(out.read_bytes())  # '/' and '@' unescaped, like CC's writer
 
 
 def test_bench_matching_runs_and_is_exact():
-    out = run("bench_matching.py", "--entries", "3000", "--texts", "1500", "--rounds", "1", "--no-rss", "--spin", "100000")
+    out = run(
+        "bench_matching.py", "--entries", "3000", "--texts", "1500", "--rounds", "1", "--no-rss", "--spin", "100000"
+    )
     assert "pairs identical in (a)-(f)" in out and "| (c) ours Matcher.match_batch |" in out
     assert "The machine itself, same rounds:" in out
 
@@ -79,15 +96,47 @@ def test_bench_balancing_runs_and_is_exact():
 def test_bench_wat_and_e2e_run_and_are_exact(tmp_path):
     out = run("bench_wat.py", "--mib", "0.5", "--entries", "3000", "--rounds", "1", "--workdir", str(tmp_path))
     assert "rows identical (all columns), stats identical" in out
-    out = run("bench_e2e.py", "--mib", "0.5", "--entries", "3000", "--rounds", "1", "--no-rss",
-              "--workdir", str(tmp_path))
+    out = run(
+        "bench_e2e.py", "--mib", "0.5", "--entries", "3000", "--rounds", "1", "--no-rss", "--workdir", str(tmp_path)
+    )
     assert "matched rows identical in all outputs" in out
 
 
-EDGE_METADATA = ["dog", "hot dog", "dog", "a  b", " x", "x ", "New York", "New York City", "U.S.", "a . b", "é",
-                 "dog's", "hot", "24/7"]
-EDGE_TEXTS = ["hot dog", "a  b", "x", " x", "x  ", "New York City!", "U.S.", "a.b", "e\u0301 é", "", "dog\tdog",
-              "hot\ndog", "hot\r\ndog", "dog's 24/7", "Dog DOG dog.", "\x00 dog", "dog\ud800 hot"]
+EDGE_METADATA = [
+    "dog",
+    "hot dog",
+    "dog",
+    "a  b",
+    " x",
+    "x ",
+    "New York",
+    "New York City",
+    "U.S.",
+    "a . b",
+    "é",
+    "dog's",
+    "hot",
+    "24/7",
+]
+EDGE_TEXTS = [
+    "hot dog",
+    "a  b",
+    "x",
+    " x",
+    "x  ",
+    "New York City!",
+    "U.S.",
+    "a.b",
+    "e\u0301 é",
+    "",
+    "dog\tdog",
+    "hot\ndog",
+    "hot\r\ndog",
+    "dog's 24/7",
+    "Dog DOG dog.",
+    "\x00 dog",
+    "dog\ud800 hot",
+]
 
 
 @pytest.mark.parametrize("with_bad", [False, True])

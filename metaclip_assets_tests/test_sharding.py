@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from metaclip_assets.curation.matching import Matcher
 from metaclip_assets.crawl.build import build_pool
-from metaclip_assets.sample.snapshot import make_sample_snapshot
-from metaclip_assets.sharding import files_for_shard, shard_keys, shard_of
+from metaclip_assets.curation.matching import Matcher
 from metaclip_assets.curation.stages import balance, count_entries, match_pool, merge_shards
 from metaclip_assets.metadata.wordnet import wordnet_entries
+from metaclip_assets.sample.snapshot import make_sample_snapshot
+from metaclip_assets.sharding import files_for_shard, shard_keys, shard_of
 
 SNAPSHOT = "SAMPLE-2024-10"
 

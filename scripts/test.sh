@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install what the tests need (idempotent), then run the whole test suite. `.ci/run` calls exactly this.
+# Install what the tests need (idempotent), lint (ruff), then run the whole test suite. `.ci/run` calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -13,5 +13,8 @@ if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
   fi
 fi
+# Lint and format first: seconds, and a style slip fails here with the file and line instead of in review.
+.venv/bin/ruff check metaclip_assets metaclip_assets_tests bench
+.venv/bin/ruff format --check metaclip_assets metaclip_assets_tests bench
 export OMP_NUM_THREADS=1 PYTHONWARNINGS=ignore::DeprecationWarning
 exec .venv/bin/python -m pytest "$@"

@@ -5,6 +5,7 @@
 `HttpImageSource` fetches from the web (bounded, polite, SSRF-safe); `WarcReplaySource` replays image
 responses from WARC files. Both implement `ImageSource.fetch(url) -> FetchResult`, which `acquire` uses.
 """
+
 from metaclip_assets.acquisition.fetch_http import (
     DEFAULT_USER_AGENT,
     FetchRefused,

@@ -10,6 +10,7 @@ Time is bounded by one deadline per attempt covering DNS, connect, TLS, headers 
 redirect hops. Socket timeouts alone cannot do that (a server that drips one byte per second never trips
 a per-recv timeout), so a single watchdog thread shuts down sockets whose deadline has passed.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -62,18 +63,37 @@ def forbidden_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool
             return True
         if ip.is_site_local:
             return True
-    return (not ip.is_global or ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast
-            or ip.is_reserved or ip.is_unspecified)
+    return (
+        not ip.is_global
+        or ip.is_private
+        or ip.is_loopback
+        or ip.is_link_local
+        or ip.is_multicast
+        or ip.is_reserved
+        or ip.is_unspecified
+    )
 
 
 class FetchRefused(Exception):
     """A fetch failure decided by policy or by the network, carrying its reason code (see source.REASONS)."""
 
-    def __init__(self, reason: str, detail: str = "", *, transient: bool = False, status: int | None = None,
-                 retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        reason: str,
+        detail: str = "",
+        *,
+        transient: bool = False,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(detail)
         self.reason, self.detail, self.transient, self.status, self.retry_after = (
-            reason, detail, transient, status, retry_after)
+            reason,
+            detail,
+            transient,
+            status,
+            retry_after,
+        )
 
 
 def _split_url(url: str) -> tuple[str, str, int, str]:
@@ -287,8 +307,9 @@ class HttpImageSource:
             except FetchRefused as e:
                 wait = self._backoff_for(attempt, e)
                 if not e.transient or attempt > self.max_retries or wait is None:
-                    return fail(url, e.reason, time.monotonic() - start, status=e.status, attempts=attempt,
-                                detail=e.detail)
+                    return fail(
+                        url, e.reason, time.monotonic() - start, status=e.status, attempts=attempt, detail=e.detail
+                    )
                 time.sleep(wait)
 
     def check_address(self, ip: str) -> None:
@@ -297,8 +318,9 @@ class HttpImageSource:
             addr = ipaddress.ip_address(ip.split("%", 1)[0])
         except ValueError:
             raise FetchRefused("blocked_address", f"unparsable address {ip!r}") from None
-        if self.allow_loopback_for_tests and (addr.is_loopback or (addr.version == 6 and addr.ipv4_mapped is not None
-                                                                   and addr.ipv4_mapped.is_loopback)):
+        if self.allow_loopback_for_tests and (
+            addr.is_loopback or (addr.version == 6 and addr.ipv4_mapped is not None and addr.ipv4_mapped.is_loopback)
+        ):
             return
         if forbidden_address(addr):
             raise FetchRefused("blocked_address", f"refused address {addr}")
@@ -347,8 +369,9 @@ class HttpImageSource:
             url = location
         raise FetchRefused("too_many_redirects", f"more than {self.max_redirects} redirects")
 
-    def _connect(self, scheme: str, host: str, port: int, ips: list[str],
-                 deadline: float) -> tuple[http.client.HTTPConnection, int]:
+    def _connect(
+        self, scheme: str, host: str, port: int, ips: list[str], deadline: float
+    ) -> tuple[http.client.HTTPConnection, int]:
         """A connection to the first address that accepts, and its watchdog token."""
         last: Exception | None = None
         for ip in ips:
@@ -372,8 +395,9 @@ class HttpImageSource:
             raise FetchRefused("timeout", f"connect to {host} exceeded the deadline", transient=True)
         raise last
 
-    def _request(self, url: str, scheme: str, host: str, port: int, target: str, ips: list[str],
-                 deadline: float) -> tuple[int, str | None, bytes, str] | str:
+    def _request(
+        self, url: str, scheme: str, host: str, port: int, target: str, ips: list[str], deadline: float
+    ) -> tuple[int, str | None, bytes, str] | str:
         """One hop: the response as (status, content type, body, url), or the next URL of a redirect."""
         conn, token = None, None
         try:
@@ -391,8 +415,9 @@ class HttpImageSource:
             if status not in OK_STATUSES:
                 raise self._status_error(status, resp)
             if opted_out(resp.headers.get_all("X-Robots-Tag") or (), self.ua_token, self.opt_out_directives):
-                raise FetchRefused("opt_out", "X-Robots-Tag: " + "; ".join(resp.headers.get_all("X-Robots-Tag") or ()),
-                               status=status)
+                raise FetchRefused(
+                    "opt_out", "X-Robots-Tag: " + "; ".join(resp.headers.get_all("X-Robots-Tag") or ()), status=status
+                )
             if is_non_image_type(ctype):
                 raise FetchRefused("not_image", f"Content-Type {ctype}", status=status)
             declared = resp.getheader("Content-Length")
@@ -417,15 +442,17 @@ class HttpImageSource:
             if conn is not None:
                 conn.close()
 
-    def _read_body(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse, deadline: float,
-                   status: int) -> bytes:
+    def _read_body(
+        self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse, deadline: float, status: int
+    ) -> bytes:
         parts: list[bytes] = []
         size = 0
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise FetchRefused("timeout", f"body not complete within {self.timeout}s", transient=True,
-                                   status=status)
+                raise FetchRefused(
+                    "timeout", f"body not complete within {self.timeout}s", transient=True, status=status
+                )
             if conn.sock is not None:
                 conn.sock.settimeout(remaining)
             chunk = resp.read(min(_CHUNK, self.max_bytes + 1 - size))
@@ -443,8 +470,9 @@ class HttpImageSource:
         if ra.isdigit():
             retry_after = float(ra)
         if status == 429:
-            return FetchRefused("http_429", "429 Too Many Requests", transient=True, status=status,
-                                retry_after=retry_after)
+            return FetchRefused(
+                "http_429", "429 Too Many Requests", transient=True, status=status, retry_after=retry_after
+            )
         if 500 <= status < 600:
             return FetchRefused("http_5xx", f"HTTP {status}", transient=True, status=status, retry_after=retry_after)
         if 400 <= status < 500:

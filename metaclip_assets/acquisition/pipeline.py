@@ -14,6 +14,7 @@ Dedup: the first image (in key order) with a given sha256 of its original bytes 
 the same bytes become `duplicate` rows pointing at it. On resume the hashes of every complete chunk are loaded
 first, so a rebuilt chunk never re-admits bytes that another shard already holds.
 """
+
 from __future__ import annotations
 
 import time
@@ -46,23 +47,69 @@ from metaclip_assets.acquisition.shards import (
 from metaclip_assets.acquisition.source import TRANSIENT, ImageSource
 
 INPUT_SCHEMA: dict[str, pl.DataType] = {
-    "pair_id": pl.UInt64, "image_uuid": pl.Utf8, "url": pl.Utf8, "text": pl.Utf8, "text_key": pl.Utf8,
-    "snapshot": pl.Utf8, "source_file": pl.Utf8, "record_offset": pl.Int64, "page_url": pl.Utf8,
-    "fetch_time": pl.Utf8, "source_format": pl.Utf8, "entry_ids": pl.List(pl.UInt32),
+    "pair_id": pl.UInt64,
+    "image_uuid": pl.Utf8,
+    "url": pl.Utf8,
+    "text": pl.Utf8,
+    "text_key": pl.Utf8,
+    "snapshot": pl.Utf8,
+    "source_file": pl.Utf8,
+    "record_offset": pl.Int64,
+    "page_url": pl.Utf8,
+    "fetch_time": pl.Utf8,
+    "source_format": pl.Utf8,
+    "entry_ids": pl.List(pl.UInt32),
 }
 REQUIRED = ("pair_id", "image_uuid", "url", "text")
 
 # One row per input row, in the sidecars, the index (reason "ok") and the failure table (the rest).
 SAMPLE_SCHEMA: dict[str, pl.DataType] = {
-    "key": pl.Utf8, "shard_index": pl.Int32, "tar": pl.Utf8, "reason_code": pl.Utf8, "status": pl.Int32,
-    "detail": pl.Utf8, "pair_id": pl.UInt64, "image_uuid": pl.Utf8, "url": pl.Utf8, "text": pl.Utf8,
-    "text_key": pl.Utf8, "page_url": pl.Utf8, "snapshot": pl.Utf8, "source_file": pl.Utf8,
-    "record_offset": pl.Int64, "fetch_time": pl.Utf8, "source_format": pl.Utf8, "entry_ids": pl.List(pl.UInt32),
-    "sha256": pl.Utf8, "duplicate_of": pl.Utf8, "original_width": pl.Int32, "original_height": pl.Int32,
-    "width": pl.Int32, "height": pl.Int32, "attempts": pl.Int32, "fetch_seconds": pl.Float64, "config": pl.Utf8,
+    "key": pl.Utf8,
+    "shard_index": pl.Int32,
+    "tar": pl.Utf8,
+    "reason_code": pl.Utf8,
+    "status": pl.Int32,
+    "detail": pl.Utf8,
+    "pair_id": pl.UInt64,
+    "image_uuid": pl.Utf8,
+    "url": pl.Utf8,
+    "text": pl.Utf8,
+    "text_key": pl.Utf8,
+    "page_url": pl.Utf8,
+    "snapshot": pl.Utf8,
+    "source_file": pl.Utf8,
+    "record_offset": pl.Int64,
+    "fetch_time": pl.Utf8,
+    "source_format": pl.Utf8,
+    "entry_ids": pl.List(pl.UInt32),
+    "sha256": pl.Utf8,
+    "duplicate_of": pl.Utf8,
+    "original_width": pl.Int32,
+    "original_height": pl.Int32,
+    "width": pl.Int32,
+    "height": pl.Int32,
+    "attempts": pl.Int32,
+    "fetch_seconds": pl.Float64,
+    "config": pl.Utf8,
 }
-_JSON_FIELDS = ("key", "pair_id", "image_uuid", "url", "page_url", "snapshot", "source_file", "record_offset",
-                "fetch_time", "text_key", "entry_ids", "original_width", "original_height", "width", "height", "sha256")
+_JSON_FIELDS = (
+    "key",
+    "pair_id",
+    "image_uuid",
+    "url",
+    "page_url",
+    "snapshot",
+    "source_file",
+    "record_offset",
+    "fetch_time",
+    "text_key",
+    "entry_ids",
+    "original_width",
+    "original_height",
+    "width",
+    "height",
+    "sha256",
+)
 
 Progress = Callable[[Mapping[str, int], float], None]  # (rows by reason code so far, rows/s this run)
 
@@ -93,10 +140,17 @@ class AcquireResult:
     def as_metadata(self) -> dict[str, Any]:
         """Plain JSON-able summary for asset metadata and the data card."""
         return {
-            "rows": self.rows, "images": self.images, "ok": self.ok, "failed": self.rows - self.ok,
-            "success_rate": round(self.success_rate, 4), "reasons": dict(sorted(self.counts.items())),
-            "shards": len(self.shards), "shards_written": self.shards_written, "shards_skipped": self.shards_skipped,
-            "transient_failures": self.transient_failures, "processed_rows": self.processed_rows,
+            "rows": self.rows,
+            "images": self.images,
+            "ok": self.ok,
+            "failed": self.rows - self.ok,
+            "success_rate": round(self.success_rate, 4),
+            "reasons": dict(sorted(self.counts.items())),
+            "shards": len(self.shards),
+            "shards_written": self.shards_written,
+            "shards_skipped": self.shards_skipped,
+            "transient_failures": self.transient_failures,
+            "processed_rows": self.processed_rows,
             "elapsed_s": round(self.elapsed_s, 3),
             "rows_per_s": round(self.processed_rows / self.elapsed_s, 2) if self.elapsed_s > 0 else None,
         }
@@ -147,7 +201,8 @@ def prepare_rows(rows: pl.DataFrame, snapshot: str) -> pl.DataFrame:
     df = rows.select(cols).with_columns(pl.col("snapshot").fill_null(snapshot))
     # text index: position among the image's texts in a content-defined order, so keys do not depend on input order
     df = df.sort("image_uuid", "url", "pair_id", "text").with_columns(
-        pl.int_range(pl.len()).over("image_uuid").alias("_ti"))
+        pl.int_range(pl.len()).over("image_uuid").alias("_ti")
+    )
     keys = [sample_key(u, i) for u, i in zip(df["image_uuid"].to_list(), df["_ti"].to_list())]
     return df.drop("_ti").with_columns(pl.Series("key", keys, dtype=pl.Utf8)).sort("key")
 
@@ -199,22 +254,46 @@ def _load_complete(out_dir: Path, chunk: _Chunk, fingerprint: str) -> pl.DataFra
     return df
 
 
-def _record(row: dict[str, Any], chunk: _Chunk, reason: str, fingerprint: str, *, out: _Outcome | None = None,
-            tar: str | None = None, duplicate_of: str | None = None) -> dict[str, Any]:
+def _record(
+    row: dict[str, Any],
+    chunk: _Chunk,
+    reason: str,
+    fingerprint: str,
+    *,
+    out: _Outcome | None = None,
+    tar: str | None = None,
+    duplicate_of: str | None = None,
+) -> dict[str, Any]:
     rec = {k: row.get(k) for k in SAMPLE_SCHEMA if k in row}
     img = out.image if out is not None else None
     detail = f"same bytes as image {duplicate_of}" if duplicate_of else (out.detail if out else "")
-    rec.update(shard_index=chunk.n, tar=tar, reason_code=reason, config=fingerprint, duplicate_of=duplicate_of,
-               status=out.status if out else None, detail=detail,
-               attempts=out.attempts if out else None, fetch_seconds=out.seconds if out else None,
-               sha256=img.sha256 if img else None,
-               original_width=img.original_width if img else None, original_height=img.original_height if img else None,
-               width=img.width if img else None, height=img.height if img else None)
+    rec.update(
+        shard_index=chunk.n,
+        tar=tar,
+        reason_code=reason,
+        config=fingerprint,
+        duplicate_of=duplicate_of,
+        status=out.status if out else None,
+        detail=detail,
+        attempts=out.attempts if out else None,
+        fetch_seconds=out.seconds if out else None,
+        sha256=img.sha256 if img else None,
+        original_width=img.original_width if img else None,
+        original_height=img.original_height if img else None,
+        width=img.width if img else None,
+        height=img.height if img else None,
+    )
     return rec
 
 
-def _write_chunk(out_dir: Path, chunk: _Chunk, outcomes: dict[str, _Outcome], prev: pl.DataFrame | None,
-                 seen: dict[str, str], fingerprint: str) -> pl.DataFrame:
+def _write_chunk(
+    out_dir: Path,
+    chunk: _Chunk,
+    outcomes: dict[str, _Outcome],
+    prev: pl.DataFrame | None,
+    seen: dict[str, str],
+    fingerprint: str,
+) -> pl.DataFrame:
     """Decide every row of the chunk, write its shard and sidecar; returns the sidecar frame."""
     tar_name = f"{chunk.stem}.tar"
     tar_path, side = out_dir / tar_name, _sidecar(out_dir, chunk.stem)
@@ -238,8 +317,9 @@ def _write_chunk(out_dir: Path, chunk: _Chunk, outcomes: dict[str, _Outcome], pr
             else:
                 decided[url] = (out.reason, None)
         reason, dup = decided[url]
-        rec = _record(row, chunk, reason, fingerprint, out=out, tar=tar_name if reason == "ok" else None,
-                      duplicate_of=dup)
+        rec = _record(
+            row, chunk, reason, fingerprint, out=out, tar=tar_name if reason == "ok" else None, duplicate_of=dup
+        )
         records.append(rec)
         if reason == "ok":
             payload.append((row["key"], out.image, rec))
@@ -291,8 +371,13 @@ def acquire(
     every shard and at most every `progress_every_s` seconds while one is being fetched.
     """
     start = time.monotonic()
-    cfg = ProcessConfig(image_size=image_size, resize_mode=resize_mode, jpeg_quality=jpeg_quality,
-                        max_pixels=max_pixels, min_image_size=min_image_size)
+    cfg = ProcessConfig(
+        image_size=image_size,
+        resize_mode=resize_mode,
+        jpeg_quality=jpeg_quality,
+        max_pixels=max_pixels,
+        min_image_size=min_image_size,
+    )
     fingerprint = cfg.fingerprint()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -380,10 +465,18 @@ def acquire(
     final_counts = Counter(allrows["reason_code"].to_list())
     shards = [out / f"{c.stem}.tar" for c in chunks if (done[c.n]["reason_code"] == "ok").any()]
     return AcquireResult(
-        out_dir=out, shards=shards, index_path=index_path, failures_path=failures_path,
-        counts=dict(final_counts), rows=df.height, images=df["url"].n_unique() if df.height else 0,
-        shards_written=len(todo), shards_skipped=skipped, elapsed_s=time.monotonic() - start,
-        processed_rows=processed, transient_failures=sum(final_counts[r] for r in TRANSIENT),
+        out_dir=out,
+        shards=shards,
+        index_path=index_path,
+        failures_path=failures_path,
+        counts=dict(final_counts),
+        rows=df.height,
+        images=df["url"].n_unique() if df.height else 0,
+        shards_written=len(todo),
+        shards_skipped=skipped,
+        elapsed_s=time.monotonic() - start,
+        processed_rows=processed,
+        transient_failures=sum(final_counts[r] for r in TRANSIENT),
     )
 
 

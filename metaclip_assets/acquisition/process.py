@@ -7,6 +7,7 @@ Resize modes follow img2dataset's names and geometry so users can carry their se
   border       largest side becomes `image_size`, then padded to a square with white (img2dataset's colour)
 Alpha is composited onto white, as img2dataset does, so transparent logos do not turn black.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -146,4 +147,3 @@ def process_image(data: bytes, cfg: ProcessConfig) -> ProcessedImage:
     except MemoryError:
         raise ImageRejected("decompression_bomb", "out of memory while decoding") from None
     return ProcessedImage(out.getvalue(), rgb.width, rgb.height, ow, oh, fmt, digest)
-

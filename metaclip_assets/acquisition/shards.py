@@ -5,6 +5,7 @@ name only once closed and fsynced, so a killed run leaves at most a temp file th
 ("*.tar", "{00000..00009}.tar") matches, never a half shard. Tar members carry fixed metadata (mtime 0,
 no owner) so the same samples always give the same bytes: re-runs are byte-identical and diffable.
 """
+
 from __future__ import annotations
 
 import io

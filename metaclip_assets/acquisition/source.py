@@ -5,6 +5,7 @@ implement `ImageSource.fetch(url) -> FetchResult`, so the pipeline cannot tell t
 are a contract: they end up as a column of the failure table and as asset metadata, so they are a fixed
 set and `FetchResult` refuses anything else (a typo would otherwise silently become a new category).
 """
+
 from __future__ import annotations
 
 import zlib
@@ -76,15 +77,34 @@ class ImageSource(Protocol):
     def fetch(self, url: str) -> FetchResult: ...
 
 
-def fail(url: str, reason: str, elapsed: float, *, status: int | None = None, content_type: str | None = None,
-         final_url: str | None = None, attempts: int = 1, detail: str = "") -> FetchResult:
+def fail(
+    url: str,
+    reason: str,
+    elapsed: float,
+    *,
+    status: int | None = None,
+    content_type: str | None = None,
+    final_url: str | None = None,
+    attempts: int = 1,
+    detail: str = "",
+) -> FetchResult:
     return FetchResult(url, False, status, content_type, None, reason, elapsed, final_url, attempts, detail)
 
 
 # Content types that announce a non-image body. Anything else (image/*, application/octet-stream, missing,
 # binary/octet-stream, ...) goes to the decoder, which is the real judge: servers mislabel images often.
-_NOT_IMAGE_PREFIXES = ("text/", "application/json", "application/xml", "application/xhtml", "application/javascript",
-                       "application/x-javascript", "application/ld+json", "application/pdf", "video/", "audio/")
+_NOT_IMAGE_PREFIXES = (
+    "text/",
+    "application/json",
+    "application/xml",
+    "application/xhtml",
+    "application/javascript",
+    "application/x-javascript",
+    "application/ld+json",
+    "application/pdf",
+    "video/",
+    "audio/",
+)
 
 
 def is_non_image_type(content_type: str | None) -> bool:
@@ -106,7 +126,7 @@ def decode_content_encoding(body: bytes, encoding: str | None, max_bytes: int) -
     if enc not in ("gzip", "x-gzip", "deflate"):
         return None
     # wbits 47 = auto-detect zlib or gzip header; raw deflate (a common server bug) is tried second
-    for wbits in ((47,) if enc != "deflate" else (47, -15)):
+    for wbits in (47,) if enc != "deflate" else (47, -15):
         d = zlib.decompressobj(wbits)
         try:
             out = d.decompress(body, max_bytes + 1)

@@ -6,6 +6,7 @@ the archive is. The archive is treated like the web: the recorded HTTP status an
 (a 404 stays a 404, a 302 is followed inside the archive), and `revisit` records (deduplicated captures)
 are resolved to the response they point at, by payload digest first, then by their Refers-To URL.
 """
+
 from __future__ import annotations
 
 import time
@@ -20,8 +21,17 @@ from fastwarc.warc import ArchiveIterator, WarcRecordType
 from metaclip_assets.acquisition.source import FetchResult, decode_content_encoding, fail, is_non_image_type
 
 _TYPES = WarcRecordType.response | WarcRecordType.resource | WarcRecordType.revisit
-INDEX_SCHEMA = {"url": pl.Utf8, "path": pl.Utf8, "offset": pl.Int64, "kind": pl.Utf8, "status": pl.Int32,
-                "content_type": pl.Utf8, "location": pl.Utf8, "payload_digest": pl.Utf8, "refers_to": pl.Utf8}
+INDEX_SCHEMA = {
+    "url": pl.Utf8,
+    "path": pl.Utf8,
+    "offset": pl.Int64,
+    "kind": pl.Utf8,
+    "status": pl.Int32,
+    "content_type": pl.Utf8,
+    "location": pl.Utf8,
+    "payload_digest": pl.Utf8,
+    "refers_to": pl.Utf8,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,16 +89,28 @@ def scan_warc(path: str | Path) -> list[WarcLocation]:
         else:
             status, ctype, location = None, rec.headers.get("Content-Type"), None
         refers = rec.headers.get("WARC-Refers-To-Target-URI")
-        out.append(WarcLocation(url, str(path), rec.stream_pos, str(rec.record_type), status, ctype, location,
-                                rec.headers.get("WARC-Payload-Digest"), _strip_angle(refers) if refers else None))
+        out.append(
+            WarcLocation(
+                url,
+                str(path),
+                rec.stream_pos,
+                str(rec.record_type),
+                status,
+                ctype,
+                location,
+                rec.headers.get("WARC-Payload-Digest"),
+                _strip_angle(refers) if refers else None,
+            )
+        )
     return out
 
 
 class WarcReplaySource:
     """`ImageSource` over WARC files. Thread-safe: each fetch opens its own file handle."""
 
-    def __init__(self, locations: Iterable[WarcLocation], *, max_bytes: int = 16 * 1024 * 1024,
-                 max_redirects: int = 5) -> None:
+    def __init__(
+        self, locations: Iterable[WarcLocation], *, max_bytes: int = 16 * 1024 * 1024, max_redirects: int = 5
+    ) -> None:
         self.max_bytes, self.max_redirects = max_bytes, max_redirects
         self._by_url: dict[str, WarcLocation] = {}
         self._by_digest: dict[str, WarcLocation] = {}
@@ -129,23 +151,47 @@ class WarcReplaySource:
                 return fail(url, "not_in_archive", time.monotonic() - start, final_url=current)
             if loc.kind == "revisit":
                 original = self._by_digest.get(loc.payload_digest or "") or (
-                    self.lookup(loc.refers_to) if loc.refers_to else None)
+                    self.lookup(loc.refers_to) if loc.refers_to else None
+                )
                 if original is None or original.kind == "revisit":
-                    return fail(url, "revisit_unresolved", time.monotonic() - start, status=loc.status,
-                                final_url=current, detail=f"revisit of {loc.refers_to or loc.payload_digest}")
+                    return fail(
+                        url,
+                        "revisit_unresolved",
+                        time.monotonic() - start,
+                        status=loc.status,
+                        final_url=current,
+                        detail=f"revisit of {loc.refers_to or loc.payload_digest}",
+                    )
                 loc = original
             status = 200 if loc.status is None else loc.status
             if status in (301, 302, 303, 307, 308) and loc.location:
                 current = urljoin(current, loc.location.strip()).split("#", 1)[0]
                 continue
             if status not in (200, 203):
-                reason = "http_4xx" if 400 <= status < 500 and status != 429 else (
-                    "http_429" if status == 429 else "http_5xx" if status >= 500 else "http_other")
-                return fail(url, reason, time.monotonic() - start, status=status, content_type=loc.content_type,
-                            final_url=current, detail=f"recorded HTTP {status}")
+                reason = (
+                    "http_4xx"
+                    if 400 <= status < 500 and status != 429
+                    else ("http_429" if status == 429 else "http_5xx" if status >= 500 else "http_other")
+                )
+                return fail(
+                    url,
+                    reason,
+                    time.monotonic() - start,
+                    status=status,
+                    content_type=loc.content_type,
+                    final_url=current,
+                    detail=f"recorded HTTP {status}",
+                )
             if is_non_image_type(loc.content_type):
-                return fail(url, "not_image", time.monotonic() - start, status=status, content_type=loc.content_type,
-                            final_url=current, detail=f"Content-Type {loc.content_type}")
+                return fail(
+                    url,
+                    "not_image",
+                    time.monotonic() - start,
+                    status=status,
+                    content_type=loc.content_type,
+                    final_url=current,
+                    detail=f"Content-Type {loc.content_type}",
+                )
             return self._read(url, current, loc, status, start)
         return fail(url, "too_many_redirects", time.monotonic() - start, final_url=current)
 
@@ -154,23 +200,44 @@ class WarcReplaySource:
             with open(loc.path, "rb") as f:
                 f.seek(loc.offset)
                 # transfer decoding only: Content-Encoding is undone below under the byte cap
-                rec = next(iter(ArchiveIterator(f, parse_http=loc.kind != "resource", auto_decode="transfer",
-                                                fsspec_args=False)))
+                rec = next(
+                    iter(
+                        ArchiveIterator(f, parse_http=loc.kind != "resource", auto_decode="transfer", fsspec_args=False)
+                    )
+                )
                 if _strip_angle(rec.headers.get("WARC-Target-URI") or "") != loc.url:
                     raise OSError(f"record at {loc.offset} is not {loc.url} (index out of date?)")
                 body = rec.reader.read(self.max_bytes + 1)
                 encoding = rec.http_headers.get("Content-Encoding") if rec.http_headers is not None else None
         except (OSError, StopIteration, ValueError) as e:
-            return fail(url, "archive_error", time.monotonic() - start, status=status, final_url=current,
-                        detail=f"{loc.path}@{loc.offset}: {type(e).__name__}: {e}")
+            return fail(
+                url,
+                "archive_error",
+                time.monotonic() - start,
+                status=status,
+                final_url=current,
+                detail=f"{loc.path}@{loc.offset}: {type(e).__name__}: {e}",
+            )
         if len(body) > self.max_bytes:
-            return fail(url, "too_large", time.monotonic() - start, status=status, final_url=current,
-                        detail=f"payload passed {self.max_bytes} bytes")
+            return fail(
+                url,
+                "too_large",
+                time.monotonic() - start,
+                status=status,
+                final_url=current,
+                detail=f"payload passed {self.max_bytes} bytes",
+            )
         try:
             decoded = decode_content_encoding(body, encoding, self.max_bytes)
         except OverflowError as e:
             return fail(url, "too_large", time.monotonic() - start, status=status, final_url=current, detail=str(e))
         if decoded is None:
-            return fail(url, "bad_encoding", time.monotonic() - start, status=status, final_url=current,
-                        detail=f"Content-Encoding {encoding}")
+            return fail(
+                url,
+                "bad_encoding",
+                time.monotonic() - start,
+                status=status,
+                final_url=current,
+                detail=f"Content-Encoding {encoding}",
+            )
         return FetchResult(url, True, status, loc.content_type, decoded, "ok", time.monotonic() - start, current)

@@ -25,10 +25,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from urllib.parse import urljoin, urlparse
 
+from metaclip_assets.settings import DEFAULT_BASE_URL, DEFAULT_INDEX_URL  # noqa: E402 - CommonCrawl's endpoints
 from metaclip_assets.storage import Storage
 
-DEFAULT_INDEX_URL = "https://index.commoncrawl.org/collinfo.json"
-DEFAULT_BASE_URL = "https://data.commoncrawl.org/"
 USER_AGENT = "metaclip-assets/0.1 (CLIP data curation; +https://github.com/facebookresearch/MetaCLIP)"
 # Every CommonCrawl main crawl since 2013 is CC-MAIN-<year>-<week>; the id becomes a partition key and a
 # directory name, so anything else (a `|`, a `/`) is refused rather than passed on.
@@ -142,8 +141,9 @@ def load_collinfo(source: str = DEFAULT_INDEX_URL, timeout: float = 30.0) -> lis
     return parse_collinfo(read_source(source, timeout), source)
 
 
-def select_new(ids: list[str], known: set[str], min_snapshot: str | None = None,
-               max_count: int | None = None) -> list[str]:
+def select_new(
+    ids: list[str], known: set[str], min_snapshot: str | None = None, max_count: int | None = None
+) -> list[str]:
     """Ids not in `known`, at or after `min_snapshot`, oldest first (cumulative counts need earlier snapshots
     curated first), at most `max_count`."""
     floor = snapshot_sort_key(min_snapshot) if min_snapshot else (0, 0)
@@ -168,8 +168,13 @@ def parse_wat_paths(data: bytes, snapshot: str, source: str = "wat.paths.gz") ->
         path = line.strip()
         if not path:
             continue
-        if (not path.startswith(prefix) or not path.endswith(".wat.gz") or ".." in path.split("/")
-                or "\\" in path or any(c.isspace() for c in path)):
+        if (
+            not path.startswith(prefix)
+            or not path.endswith(".wat.gz")
+            or ".." in path.split("/")
+            or "\\" in path
+            or any(c.isspace() for c in path)
+        ):
             raise CrawlIndexError(f"{source}: line {n} is not a WAT path of {snapshot}: {path[:200]!r}")
         name = path.rsplit("/", 1)[-1]
         if name in names:
@@ -227,7 +232,7 @@ class GzipChecker:
 def check_gzip_file(path: str | os.PathLike, storage: Storage | None = None) -> GzipChecker:
     """Inflate a whole file; the checker's `error` says what is wrong with it, if anything."""
     checker = GzipChecker()
-    with (storage.open(str(path)) if storage else open(path, "rb")) as f:
+    with storage.open(str(path)) if storage else open(path, "rb") as f:
         while chunk := f.read(CHUNK):
             checker.feed(chunk)
     checker.finish()
@@ -237,8 +242,8 @@ def check_gzip_file(path: str | os.PathLike, storage: Storage | None = None) -> 
 # ---- downloading WAT files ------------------------------------------------------------------------------
 @dataclass
 class FetchResult:
-    downloaded: list[str] = field(default_factory=list)   # base names fetched in this call
-    skipped: list[str] = field(default_factory=list)      # already complete
+    downloaded: list[str] = field(default_factory=list)  # base names fetched in this call
+    skipped: list[str] = field(default_factory=list)  # already complete
     failed: dict[str, str] = field(default_factory=dict)  # base name -> error
     damaged: dict[str, str] = field(default_factory=dict)  # kept, but the gzip stream is broken at the source
     bytes_downloaded: int = 0
@@ -268,8 +273,15 @@ def is_complete(storage: Storage, snapshot: str, name: str) -> bool:
     checker = check_gzip_file(key, storage)
     if checker.error:
         return False
-    storage.write_json(side, {"bytes": storage.size(key), "gzip_members": checker.members,
-                              "uncompressed_bytes": checker.uncompressed, "source": "verified in place"})
+    storage.write_json(
+        side,
+        {
+            "bytes": storage.size(key),
+            "gzip_members": checker.members,
+            "uncompressed_bytes": checker.uncompressed,
+            "source": "verified in place",
+        },
+    )
     return True
 
 
@@ -295,14 +307,33 @@ def _download_one(source: str, storage: Storage, snapshot: str, name: str, timeo
         problem = checker.finish()
         if problem and expected is None:  # no length to tell a cut transfer from a damaged file: retry
             raise CrawlFetchError(f"{source}: {problem} ({size:,} bytes, no Content-Length)", retryable=True)
-    storage.write_json(sidecar_key(snapshot, name), {"bytes": size, "source": source, "gzip_members": checker.members,
-                                                     "uncompressed_bytes": checker.uncompressed, "gzip_error": problem})
+    storage.write_json(
+        sidecar_key(snapshot, name),
+        {
+            "bytes": size,
+            "source": source,
+            "gzip_members": checker.members,
+            "uncompressed_bytes": checker.uncompressed,
+            "gzip_error": problem,
+        },
+    )
     return size, problem
 
 
-def fetch_wat_files(snapshot: str, paths: list[str], base_url: str, dest_storage: Storage, limit: int | None = None,
-                    *, timeout: float = 60.0, retries: int = 3, backoff_s: float = 2.0, workers: int = 2,
-                    progress=None, raise_on_error: bool = True) -> FetchResult:
+def fetch_wat_files(
+    snapshot: str,
+    paths: list[str],
+    base_url: str,
+    dest_storage: Storage,
+    limit: int | None = None,
+    *,
+    timeout: float = 60.0,
+    retries: int = 3,
+    backoff_s: float = 2.0,
+    workers: int = 2,
+    progress=None,
+    raise_on_error: bool = True,
+) -> FetchResult:
     """Download `paths` (relative to `base_url`, a URL or a local mirror) to `<dest_storage>/<snapshot>/<name>`.
 
     `dest_storage` is the crawl root (`{data_root}/crawl` by default), where crawl_pool lists a snapshot's files.
@@ -330,7 +361,7 @@ def fetch_wat_files(snapshot: str, paths: list[str], base_url: str, dest_storage
                         with lock:
                             result.failed[name] = str(e)
                         break
-                    time.sleep(backoff_s * 2 ** attempt)
+                    time.sleep(backoff_s * 2**attempt)
                 else:
                     with lock:
                         result.downloaded.append(name)
@@ -346,13 +377,30 @@ def fetch_wat_files(snapshot: str, paths: list[str], base_url: str, dest_storage
         list(pool.map(one, todo))
     if result.failed and raise_on_error:
         shown = "; ".join(f"{k}: {v}" for k, v in sorted(result.failed.items())[:5])
-        raise CrawlFetchError(f"{len(result.failed)} of {len(todo)} WAT files of {snapshot} failed "
-                              f"({len(result.downloaded)} downloaded, {len(result.skipped)} already there): {shown}")
+        raise CrawlFetchError(
+            f"{len(result.failed)} of {len(todo)} WAT files of {snapshot} failed "
+            f"({len(result.downloaded)} downloaded, {len(result.skipped)} already there): {shown}"
+        )
     return result
 
 
 __all__ = [
-    "DEFAULT_BASE_URL", "DEFAULT_INDEX_URL", "CrawlFetchError", "CrawlIndexError", "CrawlInfo", "FetchResult",
-    "GzipChecker", "check_gzip_file", "fetch_wat_files", "is_complete", "load_collinfo", "load_wat_paths",
-    "parse_collinfo", "parse_wat_paths", "read_source", "select_new", "snapshot_sort_key", "wat_paths_source",
+    "DEFAULT_BASE_URL",
+    "DEFAULT_INDEX_URL",
+    "CrawlFetchError",
+    "CrawlIndexError",
+    "CrawlInfo",
+    "FetchResult",
+    "GzipChecker",
+    "check_gzip_file",
+    "fetch_wat_files",
+    "is_complete",
+    "load_collinfo",
+    "load_wat_paths",
+    "parse_collinfo",
+    "parse_wat_paths",
+    "read_source",
+    "select_new",
+    "snapshot_sort_key",
+    "wat_paths_source",
 ]

@@ -5,6 +5,7 @@ buffers and the per-file `FileRead` scaffolding that the format readers (`wat.py
 Entry points that read files are in `build.py`; image URL resolution in `urls.py`; gzip/WARC framing in
 `framing.py`. Imports nothing from the rest of `crawl/`.
 """
+
 from __future__ import annotations
 
 import hashlib

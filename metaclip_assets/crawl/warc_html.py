@@ -17,6 +17,7 @@ Decoding policy, decided here because real crawls are messy:
   first one with at most 1% U+FFFD (and at most 1000) is used: a few bad bytes do not cost a
   page. Only if every candidate is worse than that does the record count as bad_encoding.
 """
+
 from __future__ import annotations
 
 import codecs
@@ -28,7 +29,15 @@ import polars as pl
 from selectolax.lexbor import LexborHTMLParser
 
 from metaclip_assets.crawl.framing import header_str, iter_warc_records, warc_header
-from metaclip_assets.crawl.pool import PROGRESS_EVERY, TEXT_KEYS, FileRead, PoolColumns, ProgressFn, ReadStats, strip_angle
+from metaclip_assets.crawl.pool import (
+    PROGRESS_EVERY,
+    TEXT_KEYS,
+    FileRead,
+    PoolColumns,
+    ProgressFn,
+    ReadStats,
+    strip_angle,
+)
 from metaclip_assets.crawl.urls import UrlResolver
 
 HTML_MIME_TYPES = frozenset({"text/html", "application/xhtml+xml"})
@@ -38,13 +47,27 @@ _BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codec
 # WHATWG Encoding Standard labels whose Python codec of the same name is narrower than what
 # browsers decode (so a strict decode would fail on pages that render fine).
 _WHATWG_ALIASES = {
-    "latin1": "cp1252", "iso-8859-1": "cp1252", "iso8859-1": "cp1252", "l1": "cp1252",
-    "ascii": "cp1252", "us-ascii": "cp1252", "windows-1252": "cp1252",
-    "gb2312": "gb18030", "gbk": "gb18030", "x-gbk": "gb18030",
-    "shift_jis": "cp932", "shift-jis": "cp932", "sjis": "cp932", "x-sjis": "cp932", "windows-31j": "cp932",
-    "euc-kr": "cp949", "ks_c_5601-1987": "cp949",
-    "tis-620": "cp874", "iso-8859-11": "cp874",
-    "iso-8859-9": "cp1254", "latin5": "cp1254",
+    "latin1": "cp1252",
+    "iso-8859-1": "cp1252",
+    "iso8859-1": "cp1252",
+    "l1": "cp1252",
+    "ascii": "cp1252",
+    "us-ascii": "cp1252",
+    "windows-1252": "cp1252",
+    "gb2312": "gb18030",
+    "gbk": "gb18030",
+    "x-gbk": "gb18030",
+    "shift_jis": "cp932",
+    "shift-jis": "cp932",
+    "sjis": "cp932",
+    "x-sjis": "cp932",
+    "windows-31j": "cp932",
+    "euc-kr": "cp949",
+    "ks_c_5601-1987": "cp949",
+    "tis-620": "cp874",
+    "iso-8859-11": "cp874",
+    "iso-8859-9": "cp1254",
+    "latin5": "cp1254",
 }
 _MAX_REPLACED_SHARE = 0.01
 _MAX_REPLACED = 1000

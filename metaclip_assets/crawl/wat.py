@@ -14,10 +14,10 @@ JSON: orjson, after a byte pre-check for `"IMG@/src` (exact because CC's JSON wr
 neither '/' nor '@'; checked on a real record in the tests). `read_wat_reference` is the
 plain warcio + json reader the fast path is tested against.
 """
+
 from __future__ import annotations
 
 import json
-
 from pathlib import Path
 
 import orjson
@@ -42,6 +42,8 @@ from metaclip_assets.crawl.pool import (
 from metaclip_assets.crawl.urls import UrlResolver
 
 IMG_MARK = b'"IMG@/src'
+
+
 def clean_wat_text(text: str) -> str:
     """MetaCLIP's WAT cleaning: \\n and \\r become spaces, then strip()."""
     return text.replace("\n", " ").replace("\r", " ").strip()
@@ -126,8 +128,13 @@ def rows_from_wat_json(
         stats.skip("missing_field")
         return
     page = page_context(
-        stats, warc_md.get("WARC-Target-URI"), warc_md.get("WARC-Date"), head.get("Base"), len(images),
-        uri_header, date_header,
+        stats,
+        warc_md.get("WARC-Target-URI"),
+        warc_md.get("WARC-Date"),
+        head.get("Base"),
+        len(images),
+        uri_header,
+        date_header,
     )
     if page is None:
         return
@@ -184,9 +191,9 @@ def _looks_broken(data: bytes, start: int, end: int) -> bool:
     not ending in '}' or without that key cannot be valid; a missing hint costs nothing but
     the count (such a record yields no rows either way).
     """
-    return not data[max(start, end - 16) : end].rstrip().endswith(b"}") or data.find(
-        b'"Payload-Metadata"', start, end
-    ) < 0
+    return (
+        not data[max(start, end - 16) : end].rstrip().endswith(b"}") or data.find(b'"Payload-Metadata"', start, end) < 0
+    )
 
 
 def read_wat(
@@ -213,8 +220,13 @@ def read_wat(
     def page_cb(target, date, base, n_images, block):
         # the record's own headers are only read when the envelope lacks the value (page_context's `or`)
         page = page_context(
-            stats, target, date, base, n_images,
-            None if target else header_str(block, b"WARC-Target-URI"), None if date else header_str(block, b"WARC-Date"),
+            stats,
+            target,
+            date,
+            base,
+            n_images,
+            None if target else header_str(block, b"WARC-Target-URI"),
+            None if date else header_str(block, b"WARC-Date"),
         )
         if page is None:
             return None
@@ -304,9 +316,7 @@ def read_wat_reference(path: Path, *, snapshot: str, source_name: str) -> tuple[
                     stats.skip(reason)
                     continue
                 h = record.rec_headers
-                rows_from_wat_json(
-                    doc, h.get_header("WARC-Target-URI"), h.get_header("WARC-Date"), offset, cols, stats
-                )
+                rows_from_wat_json(doc, h.get_header("WARC-Target-URI"), h.get_header("WARC-Date"), offset, cols, stats)
         except Exception:  # warcio raises assorted types (ArchiveLoadFailed, zlib.error, EOFError)
             stats.skip("bad_warc")
     return read.finish(snapshot=snapshot, source_name=source_name, source_format="wat")

@@ -6,9 +6,9 @@ MetaCLIP's scripts get the same functions by the same names (a facade; the pool 
     from metaclip_assets.curation import substr_matching, balance_sampling, Matcher, read_source_file, build_pool
 """
 
+from metaclip_assets.crawl.build import build_pool, read_source_file
 from metaclip_assets.curation.balancing import balance_pairs, balance_sampling, entry_counts, entry_probabilities
 from metaclip_assets.curation.matching import Matcher, spacing, substr_matching, substr_matching_batch
-from metaclip_assets.crawl.build import build_pool, read_source_file
 
 __all__ = [
     "Matcher",

@@ -6,6 +6,7 @@ array passes each op re-reads 8 bytes per row from memory; a compiled loop keeps
 entry threshold once, and stops at a pair's first successful draw (bench/RESULTS.md: 4x the numpy baseline).
 Callers validate inputs: the loops do no bounds checks. ``cache=True`` keeps the ~3 s compile out of later processes.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -8,6 +8,7 @@ Upstream draws from an unseeded RNG stream, so results change with every run and
 pool. Here each (pair, entry) draw is a pure function of ``(pair_id, entry_id, seed)`` (see `pair_entry_uniforms`):
 the curated set is the same whichever order, chunking or process the pairs are balanced in.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -71,8 +71,12 @@ def build_datacard(
     order = np.lexsort((np.arange(len(before)), -before))
     head = [i for i in order[:HEAD_ROWS] if before[i] > 0]
     head_table = [
-        {"entry": entries[i], "before": int(before[i]), "after": int(after[i]),
-         "kept": round(int(after[i]) / int(before[i]), 4) if before[i] else 0.0}
+        {
+            "entry": entries[i],
+            "before": int(before[i]),
+            "after": int(after[i]),
+            "kept": round(int(after[i]) / int(before[i]), 4) if before[i] else 0.0,
+        }
         for i in head
     ]
     # Tail: the rarest matched entries, which balancing must keep whole.
@@ -121,13 +125,18 @@ def datacard_markdown(card: DataCard, plot_uri: str | None = None) -> str:
         f"head entries (count >= t): **{card.head_entries:,}**.\n",
         f"Tail share (matches on entries with count < t): before {card.tail_share_before:.1%}, "
         f"after {card.tail_share_after:.1%}.\n",
-        "## Funnel\n", _md_table(funnel_rows),
-        "## Bad records (skipped, by reason)\n", _md_table(bad) if bad else "_none_\n",
+        "## Funnel\n",
+        _md_table(funnel_rows),
+        "## Bad records (skipped, by reason)\n",
+        _md_table(bad) if bad else "_none_\n",
         "## Skipped but not errors\n",
-        _md_table([{"what": k, "count": v} for k, v in card.other_skipped.items()]) if card.other_skipped
+        _md_table([{"what": k, "count": v} for k, v in card.other_skipped.items()])
+        if card.other_skipped
         else "_none_\n",
-        f"## Head: the {HEAD_ROWS} most frequent entries\n", _md_table(card.head_table),
-        f"## Tail: the {HEAD_ROWS} rarest matched entries\n", _md_table(card.tail_table),
+        f"## Head: the {HEAD_ROWS} most frequent entries\n",
+        _md_table(card.head_table),
+        f"## Tail: the {HEAD_ROWS} rarest matched entries\n",
+        _md_table(card.tail_table),
     ]
     if plot_uri:
         parts += ["## Cumulative matches over entries\n", f"![cumulative matches]({plot_uri})\n"]

@@ -11,6 +11,7 @@ space-separated tokens (see `Matcher`); `Matcher.match` and a few rare inputs us
 Unlike upstream, no module global silently pins the first metadata list: a `Matcher` is built from one list and passed
 around explicitly, and the `substr_matching` convenience cache is keyed and verified by the list's content.
 """
+
 from __future__ import annotations
 
 import gc
@@ -248,8 +249,7 @@ class Matcher:
         """
         if self._levels_obj is None:
             keys, values = self._token_table()
-            full = pl.DataFrame({"key": pl.Series(keys, dtype=pl.String),
-                                 "v": np.array(values, dtype=np.int64)})
+            full = pl.DataFrame({"key": pl.Series(keys, dtype=pl.String), "v": np.array(values, dtype=np.int64)})
             full = full.with_columns(level=pl.col("key").str.count_matches(" ", literal=True) + 1)
             self._levels_obj = {int(lvl): g.drop("level") for (lvl,), g in full.group_by("level")}
         return self._levels_obj
@@ -559,4 +559,3 @@ class MatcherPool:
 
     def __exit__(self, *exc) -> None:
         self.close()
-

@@ -41,9 +41,7 @@ class MatchStats:
         return {**asdict(self), "match_rate": round(self.match_rate, 6)}
 
 
-def match_pool(
-    pool: pl.DataFrame, matcher: Matcher | MatcherPool, threads: int = 1
-) -> tuple[pl.DataFrame, MatchStats]:
+def match_pool(pool: pl.DataFrame, matcher: Matcher | MatcherPool, threads: int = 1) -> tuple[pl.DataFrame, MatchStats]:
     """Pool rows that match at least one entry, with their sorted entry ids as a List(UInt32) column.
 
     `matcher` is a Matcher (on `threads` threads) or a MatcherPool (processes); the output is the same."""

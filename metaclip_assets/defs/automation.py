@@ -22,29 +22,29 @@ The discovery sensor and the schedule are STOPPED by default: discovery download
 so a developer's `dagster dev` must not start it by accident. Turn them on in the UI (Automation), with
 `dagster sensor start cc_snapshot_sensor`, or by default with METACLIP_CC_SENSOR=on / METACLIP_RECURATE_SCHEDULE=on
 (e.g. in the Helm values' env). A sensor takes no run config, so its settings come from the `crawl_index`
-resource, whose defaults read these environment variables:
-
-  METACLIP_CRAWL_INDEX          collinfo.json URL or path (default https://index.commoncrawl.org/collinfo.json)
-  METACLIP_CRAWL_BASE_URL       base of crawl-data/<id>/wat.paths.gz and the WAT files, URL or local mirror dir
-                                (default https://data.commoncrawl.org/)
-  METACLIP_MIN_SNAPSHOT         ignore crawls older than this id (e.g. CC-MAIN-2024-10); default: none
-  METACLIP_MAX_NEW_SNAPSHOTS    new snapshots registered per tick, oldest first (default 1)
-  METACLIP_MAX_WAT_FILES_PER_SHARD   download at most this many WAT files per shard (default: all)
-  METACLIP_CC_SENSOR_INTERVAL_S  seconds between index reads (default 3600)
-  METACLIP_RECURATE_CRON        cron of the re-curation schedule (default "0 3 * * 1", Mondays 03:00)
-  METACLIP_AUTOMATION_INTERVAL_S  seconds between automation-condition evaluations (default 30)
+resource, whose defaults read the METACLIP_CRAWL_* / METACLIP_*_SNAPSHOT* / interval / cron environment variables
+(names, defaults and meanings in `metaclip_assets/settings.py`; `python -m metaclip_assets.settings` lists them).
 """
 
 import gzip
 import json
-import os
 import time
 
 import dagster as dg
 from pydantic import Field
 
-from metaclip_assets.crawl.index import DEFAULT_BASE_URL, DEFAULT_INDEX_URL, CrawlFetchError, CrawlIndexError, CrawlInfo, fetch_wat_files, load_collinfo, load_wat_paths, parse_wat_paths, select_new, wat_paths_source
-from metaclip_assets.sharding import shard_of
+from metaclip_assets import settings
+from metaclip_assets.crawl.index import (
+    CrawlFetchError,
+    CrawlIndexError,
+    CrawlInfo,
+    fetch_wat_files,
+    load_collinfo,
+    load_wat_paths,
+    parse_wat_paths,
+    select_new,
+    wat_paths_source,
+)
 from metaclip_assets.defs.partitions import (
     NUM_SHARDS,
     SNAPSHOT_PARTITIONS_NAME,
@@ -54,35 +54,34 @@ from metaclip_assets.defs.partitions import (
     snapshot_shard_partitions,
 )
 from metaclip_assets.defs.resources import CurationStorage
+from metaclip_assets.sharding import shard_of
 from metaclip_assets.storage import Storage
 
 PATHS_CACHE = "_wat.paths.gz"  # "_" prefix: Storage.list, and so crawl_pool, skips it
 PROGRESS_EVERY_S = 5.0
 
 
-def _env_int(name: str, default: int | None = None) -> int | None:
-    value = os.environ.get(name, "").strip()
-    return int(value) if value else default
-
-
-def _turned_on(env_name: str) -> bool:
-    return os.environ.get(env_name, "off").strip().lower() in ("on", "1", "true", "running")
-
-
 class CrawlIndexResource(dg.ConfigurableResource):
     """Where the crawl index and the crawl files come from, and how much of them to take."""
 
-    index_url: str = Field(default_factory=lambda: os.environ.get("METACLIP_CRAWL_INDEX", DEFAULT_INDEX_URL),
-                           description="collinfo.json: URL (http, https, file) or local path")
-    base_url: str = Field(default_factory=lambda: os.environ.get("METACLIP_CRAWL_BASE_URL", DEFAULT_BASE_URL),
-                          description="base of crawl-data/<id>/wat.paths.gz and of the paths it lists; URL or dir")
-    min_snapshot: str | None = Field(default_factory=lambda: os.environ.get("METACLIP_MIN_SNAPSHOT") or None,
-                                     description="crawls older than this id are never registered")
-    max_new_snapshots_per_tick: int = Field(default_factory=lambda: _env_int("METACLIP_MAX_NEW_SNAPSHOTS", 1),
-                                            description="new snapshots registered per sensor tick, oldest first")
+    index_url: str = Field(
+        default_factory=settings.CRAWL_INDEX.raw, description="collinfo.json: URL (http, https, file) or local path"
+    )
+    base_url: str = Field(
+        default_factory=settings.CRAWL_BASE_URL.raw,
+        description="base of crawl-data/<id>/wat.paths.gz and of the paths it lists; URL or dir",
+    )
+    min_snapshot: str | None = Field(
+        default_factory=settings.MIN_SNAPSHOT.raw, description="crawls older than this id are never registered"
+    )
+    max_new_snapshots_per_tick: int = Field(
+        default_factory=settings.MAX_NEW_SNAPSHOTS.int,
+        description="new snapshots registered per sensor tick, oldest first",
+    )
     max_files_per_shard: int | None = Field(
-        default_factory=lambda: _env_int("METACLIP_MAX_WAT_FILES_PER_SHARD"),
-        description="download at most this many WAT files per shard (the first in wat.paths.gz order)")
+        default_factory=settings.MAX_WAT_FILES_PER_SHARD.int,
+        description="download at most this many WAT files per shard (the first in wat.paths.gz order)",
+    )
     timeout_s: float = Field(default=30.0, description="connect/read timeout of every request")
     retries: int = Field(default=3, description="retries of a transient download error (backoff doubles)")
     download_workers: int = Field(default=2, description="concurrent downloads per shard")
@@ -111,49 +110,68 @@ class CrawlIndexResource(dg.ConfigurableResource):
     "<crawl_root>/<snapshot>/ where crawl_pool reads them. Resumable: complete files are skipped; every "
     "download is gzip-verified while it streams and written atomically.",
 )
-def crawl_files(context: dg.AssetExecutionContext, curation_storage: CurationStorage,
-                crawl_index: CrawlIndexResource) -> dg.MaterializeResult:
+def crawl_files(
+    context: dg.AssetExecutionContext, curation_storage: CurationStorage, crawl_index: CrawlIndexResource
+) -> dg.MaterializeResult:
     snapshot, shard = snapshot_and_shard(context)
     crawl = curation_storage.crawl_storage()
     paths = crawl_index.wat_paths(snapshot, cache=crawl)
     mine = [p for p in paths if shard_of(p, NUM_SHARDS) == shard]  # the same bucket crawl_pool uses
     if crawl_index.max_files_per_shard is not None:
-        mine = mine[:crawl_index.max_files_per_shard]
-    context.log.info(f"{snapshot} shard {shard:03d}/{NUM_SHARDS}: {len(mine)} of {len(paths)} WAT files "
-                     f"from {crawl_index.base_url} to {crawl.uri(snapshot)}")
+        mine = mine[: crawl_index.max_files_per_shard]
+    context.log.info(
+        f"{snapshot} shard {shard:03d}/{NUM_SHARDS}: {len(mine)} of {len(paths)} WAT files "
+        f"from {crawl_index.base_url} to {crawl.uri(snapshot)}"
+    )
     last = [time.monotonic()]
 
     def progress(result, total: int) -> None:
         if time.monotonic() - last[0] >= PROGRESS_EVERY_S:
             last[0] = time.monotonic()
-            context.log.info(f"{len(result.downloaded) + len(result.skipped) + len(result.failed)}/{total} files, "
-                             f"{result.bytes_downloaded / 1e6:,.1f} MB downloaded, {len(result.failed)} failed")
+            context.log.info(
+                f"{len(result.downloaded) + len(result.skipped) + len(result.failed)}/{total} files, "
+                f"{result.bytes_downloaded / 1e6:,.1f} MB downloaded, {len(result.failed)} failed"
+            )
 
-    result = fetch_wat_files(snapshot, mine, crawl_index.base_url, crawl, timeout=crawl_index.timeout_s,
-                             retries=crawl_index.retries, workers=crawl_index.download_workers, progress=progress)
+    result = fetch_wat_files(
+        snapshot,
+        mine,
+        crawl_index.base_url,
+        crawl,
+        timeout=crawl_index.timeout_s,
+        retries=crawl_index.retries,
+        workers=crawl_index.download_workers,
+        progress=progress,
+    )
     if result.damaged:  # kept: crawl_pool salvages their sound records and counts the rest by reason
         context.log.warning(f"damaged at the source (kept): {result.damaged}")
-    return dg.MaterializeResult(metadata={
-        "files": len(result.files),
-        "downloaded": len(result.downloaded),
-        "already_complete": len(result.skipped),
-        "bytes_downloaded": result.bytes_downloaded,
-        "damaged_at_source": dg.MetadataValue.json(result.damaged),
-        "snapshot_wat_files": len(paths),
-        "paths_source": wat_paths_source(snapshot, crawl_index.base_url),
-        "crawl_dir": dg.MetadataValue.path(crawl.uri(snapshot)),
-        "file_names": dg.MetadataValue.json(result.files[:50]),
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "files": len(result.files),
+            "downloaded": len(result.downloaded),
+            "already_complete": len(result.skipped),
+            "bytes_downloaded": result.bytes_downloaded,
+            "damaged_at_source": dg.MetadataValue.json(result.damaged),
+            "snapshot_wat_files": len(paths),
+            "paths_source": wat_paths_source(snapshot, crawl_index.base_url),
+            "crawl_dir": dg.MetadataValue.path(crawl.uri(snapshot)),
+            "file_names": dg.MetadataValue.json(result.files[:50]),
+        }
+    )
 
 
 # ---- jobs, sensor, schedule -----------------------------------------------------------------------------
 # One asset job = one partitions definition: the sensor's job stops at crawl_pool; the rest follows by automation.
 cc_snapshot_job = dg.define_asset_job(
-    "cc_snapshot_job", selection=dg.AssetSelection.assets("crawl_files", "crawl_pool"),
-    description="Download a shard's WAT files and read its image-text pool (requested by cc_snapshot_sensor).")
+    "cc_snapshot_job",
+    selection=dg.AssetSelection.assets("crawl_files", "crawl_pool"),
+    description="Download a shard's WAT files and read its image-text pool (requested by cc_snapshot_sensor).",
+)
 recurate_job = dg.define_asset_job(
-    "recurate_snapshot_job", selection=dg.AssetSelection.assets("crawl_pool"),
-    description="Re-read a shard's pool from the crawl files already there; automation re-runs the rest.")
+    "recurate_snapshot_job",
+    selection=dg.AssetSelection.assets("crawl_pool"),
+    description="Re-read a shard's pool from the crawl files already there; automation re-runs the rest.",
+)
 
 
 def _cursor(raw: str | None) -> set[str]:
@@ -178,9 +196,8 @@ def shard_run_requests(snapshot: str, reason: str, run_key_prefix: str | None = 
 
 @dg.sensor(
     job=cc_snapshot_job,
-    minimum_interval_seconds=_env_int("METACLIP_CC_SENSOR_INTERVAL_S", 3600),
-    default_status=(dg.DefaultSensorStatus.RUNNING if _turned_on("METACLIP_CC_SENSOR")
-                    else dg.DefaultSensorStatus.STOPPED),
+    minimum_interval_seconds=settings.CC_SENSOR_INTERVAL_S.int(),
+    default_status=(dg.DefaultSensorStatus.RUNNING if settings.CC_SENSOR.on() else dg.DefaultSensorStatus.STOPPED),
     description="Registers new CommonCrawl snapshots from the crawl index (collinfo.json) as cc_snapshot "
     "partitions and requests cc_snapshot_job for each of their shards.",
 )
@@ -213,8 +230,12 @@ def cc_snapshot_sensor(context: dg.SensorEvaluationContext, crawl_index: CrawlIn
         new.append(snapshot)
     cursor = json.dumps({"handled": sorted(handled | set(new))})
     if not new:
-        return dg.SensorResult(skip_reason=waiting or f"no new snapshot in {crawl_index.index_url} "
-                               f"({len(ids)} crawls, min {crawl_index.min_snapshot or 'none'})", cursor=cursor)
+        return dg.SensorResult(
+            skip_reason=waiting
+            or f"no new snapshot in {crawl_index.index_url} "
+            f"({len(ids)} crawls, min {crawl_index.min_snapshot or 'none'})",
+            cursor=cursor,
+        )
     return dg.SensorResult(
         run_requests=[r for s in new for r in shard_run_requests(s, "new snapshot", run_key_prefix="cc")],
         dynamic_partitions_requests=[snapshot_partitions.build_add_request(new)],
@@ -224,9 +245,10 @@ def cc_snapshot_sensor(context: dg.SensorEvaluationContext, crawl_index: CrawlIn
 
 @dg.schedule(
     job=recurate_job,
-    cron_schedule=os.environ.get("METACLIP_RECURATE_CRON", "0 3 * * 1"),
-    default_status=(dg.DefaultScheduleStatus.RUNNING if _turned_on("METACLIP_RECURATE_SCHEDULE")
-                    else dg.DefaultScheduleStatus.STOPPED),
+    cron_schedule=settings.RECURATE_CRON.raw(),
+    default_status=(
+        dg.DefaultScheduleStatus.RUNNING if settings.RECURATE_SCHEDULE.on() else dg.DefaultScheduleStatus.STOPPED
+    ),
     description="Re-curates the most recently registered snapshot: crawl_pool for every shard, then automation.",
 )
 def recurate_latest_schedule(context: dg.ScheduleEvaluationContext):
@@ -244,8 +266,9 @@ def with_automation(assets: list, root: str = "crawl_pool") -> list:
     out = []
     for a in assets:
         keys = [k for k in getattr(a, "keys", ()) if k in downstream and a.automation_conditions_by_key.get(k) is None]
-        out.append(a.with_attributes(automation_condition={k: dg.AutomationCondition.eager() for k in keys})
-                   if keys else a)
+        out.append(
+            a.with_attributes(automation_condition={k: dg.AutomationCondition.eager() for k in keys}) if keys else a
+        )
     return out
 
 
@@ -253,11 +276,18 @@ metaclip_automation_sensor = dg.AutomationConditionSensorDefinition(
     "metaclip_automation",
     target=dg.AssetSelection.all(),
     default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=_env_int("METACLIP_AUTOMATION_INTERVAL_S", 30),
+    minimum_interval_seconds=settings.AUTOMATION_INTERVAL_S.int(),
     description="Evaluates the assets' automation conditions: downstream curation follows each landed shard.",
 )
 
 __all__ = [
-    "CrawlIndexResource", "cc_snapshot_job", "cc_snapshot_sensor", "crawl_files", "metaclip_automation_sensor",
-    "recurate_job", "recurate_latest_schedule", "shard_run_requests", "with_automation",
+    "CrawlIndexResource",
+    "cc_snapshot_job",
+    "cc_snapshot_sensor",
+    "crawl_files",
+    "metaclip_automation_sensor",
+    "recurate_job",
+    "recurate_latest_schedule",
+    "shard_run_requests",
+    "with_automation",
 ]

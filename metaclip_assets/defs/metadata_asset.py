@@ -1,13 +1,12 @@
 """The metadata asset: MetaCLIP's list of visual concepts, frozen and versioned by content hash."""
 
-
 import dagster as dg
 import polars as pl
 from pydantic import Field
 
 from metaclip_assets import layout
-from metaclip_assets.metadata.entries import MetadataConfig, build_metadata
 from metaclip_assets.defs.resources import CurationStorage
+from metaclip_assets.metadata.entries import MetadataConfig, build_metadata
 
 
 class MetadataAssetConfig(dg.Config):
@@ -64,11 +63,17 @@ def metadata_entries(
     json_uri = storage.write_text(f"{folder}/metadata.json", build.to_json())
     storage.write_parquet(
         f"{folder}/entries.parquet",
-        pl.DataFrame({"entry_id": range(len(build.entries)), "entry": build.entries, "source": build.sources},
-                     schema={"entry_id": pl.UInt32, "entry": pl.Utf8, "source": pl.Utf8}),
+        pl.DataFrame(
+            {"entry_id": range(len(build.entries)), "entry": build.entries, "source": build.sources},
+            schema={"entry_id": pl.UInt32, "entry": pl.Utf8, "source": pl.Utf8},
+        ),
     )
-    pointer = {"sha256": build.sha256, "metadata_json": f"{folder}/metadata.json",
-               "entries": len(build.entries), "per_source_counts": build.per_source_counts}
+    pointer = {
+        "sha256": build.sha256,
+        "metadata_json": f"{folder}/metadata.json",
+        "entries": len(build.entries),
+        "per_source_counts": build.per_source_counts,
+    }
     storage.write_json(layout.METADATA_CURRENT, pointer, indent=2)
     context.log.info(f"metadata: {len(build.entries):,} entries, sha256 {build.sha256[:12]}, {build.per_source_counts}")
     return dg.MaterializeResult(

@@ -1,16 +1,15 @@
 """Partitions: one dynamic partition per CommonCrawl snapshot, crossed with static shards of its files."""
 
-
-import os
 from collections.abc import Callable
 
 import dagster as dg
 
+from metaclip_assets import settings
 from metaclip_assets.sharding import shard_keys
 
 SNAPSHOT_PARTITIONS_NAME = "cc_snapshot"
 # The shard count is part of the partition definition, so it is fixed when the code location loads.
-NUM_SHARDS = int(os.environ.get("METACLIP_NUM_SHARDS", "4"))
+NUM_SHARDS = settings.num_shards()
 
 snapshot_partitions = dg.DynamicPartitionsDefinition(name=SNAPSHOT_PARTITIONS_NAME)
 shard_partitions = dg.StaticPartitionsDefinition(shard_keys(NUM_SHARDS))
@@ -39,11 +38,13 @@ BACKFILL_MODES = {"range": dg.BackfillPolicy.single_run(), "per_key": dg.Backfil
 
 
 def backfill_policy_from_env(value: str | None = None) -> dg.BackfillPolicy:
-    mode = (os.environ.get("METACLIP_BACKFILL", "range") if value is None else value).strip() or "range"
+    mode = (settings.backfill_mode() if value is None else value).strip() or settings.BACKFILL.default
     if mode not in BACKFILL_MODES:
-        raise ValueError(f"METACLIP_BACKFILL={mode!r}: expected one of {sorted(BACKFILL_MODES)} (range: one run per "
-                         "partition range, needed by `dagster asset materialize --partition-range`; per_key: one "
-                         "run per partition key, so that backfills and automation scale out shard by shard)")
+        raise ValueError(
+            f"{settings.BACKFILL.name}={mode!r}: expected one of {sorted(BACKFILL_MODES)} (range: one run per "
+            "partition range, needed by `dagster asset materialize --partition-range`; per_key: one "
+            "run per partition key, so that backfills and automation scale out shard by shard)"
+        )
     return BACKFILL_MODES[mode]
 
 
@@ -57,14 +58,17 @@ def run_partition_keys(context: dg.AssetExecutionContext) -> list[str]:
     keys = list(context.partition_keys)
     if not keys:
         r = context.partition_key_range
-        raise ValueError(f"partition range {r.start}...{r.end} selects no partition: in every dimension the start "
-                         "must not come after the end (shards in number order, snapshots in registration order, "
-                         "see `metaclip-assets list-snapshots`)")
+        raise ValueError(
+            f"partition range {r.start}...{r.end} selects no partition: in every dimension the start "
+            "must not come after the end (shards in number order, snapshots in registration order, "
+            "see `metaclip-assets list-snapshots`)"
+        )
     return keys
 
 
-def materialize_each(context: dg.AssetExecutionContext, keys: list[str],
-                     materialize_one: Callable[[str], dg.MaterializeResult]) -> dg.MaterializeResult:
+def materialize_each(
+    context: dg.AssetExecutionContext, keys: list[str], materialize_one: Callable[[str], dg.MaterializeResult]
+) -> dg.MaterializeResult:
     """`materialize_one(key)` for every key, one after another. One key: its result as is. Several: each
     partition's materialization gets its own metadata, and each check one result over all of them (a step emits
     a check once; the checks are not partitioned)."""
@@ -92,9 +96,15 @@ def merge_checks(check_name: str, by_key: dict[str, dg.AssetCheckResult]) -> dg.
         metadata={
             "partitions": len(by_key),
             "failed_partitions": dg.MetadataValue.json(failed),
-            "by_partition": dg.MetadataValue.json({
-                k: {"passed": r.passed, **({} if r.passed else {"severity": r.severity.value}),
-                    **{m: v.value for m, v in r.metadata.items()}}
-                for k, r in by_key.items()}),
+            "by_partition": dg.MetadataValue.json(
+                {
+                    k: {
+                        "passed": r.passed,
+                        **({} if r.passed else {"severity": r.severity.value}),
+                        **{m: v.value for m, v in r.metadata.items()},
+                    }
+                    for k, r in by_key.items()
+                }
+            ),
         },
     )

@@ -1,6 +1,5 @@
 """Per (snapshot, shard) assets: the raw image-text pool read from crawl files, and its matched subset."""
 
-
 import time
 from contextlib import nullcontext
 
@@ -8,10 +7,9 @@ import dagster as dg
 from pydantic import Field
 
 from metaclip_assets import layout
-from metaclip_assets.curation.matching import Matcher, MatcherPool
-from metaclip_assets.crawl.pool import POOL_SCHEMA
 from metaclip_assets.crawl.build import build_pool
-from metaclip_assets.sharding import files_for_shard
+from metaclip_assets.crawl.pool import POOL_SCHEMA
+from metaclip_assets.curation.matching import Matcher, MatcherPool
 from metaclip_assets.curation.stages import empty_matched, match_pool
 from metaclip_assets.defs.metadata_asset import load_current_metadata
 from metaclip_assets.defs.partitions import (
@@ -23,6 +21,7 @@ from metaclip_assets.defs.partitions import (
     split_key,
 )
 from metaclip_assets.defs.resources import CurationStorage
+from metaclip_assets.sharding import files_for_shard
 from metaclip_assets.storage import Storage
 
 CRAWL_SUFFIXES = (".wat.gz", ".warc.gz")
@@ -37,16 +36,24 @@ PROGRESS_EVERY_S = 5.0
     kinds={"polars", "parquet"},
     description="Image-text pairs read from this shard's CommonCrawl WAT/WARC files, with provenance; "
     "bad records skipped and counted by reason.",
-    check_specs=[dg.AssetCheckSpec("shard_not_empty", asset="crawl_pool", blocking=True,
-                                   description="The shard had crawl files and they yielded pairs.")],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "shard_not_empty",
+            asset="crawl_pool",
+            blocking=True,
+            description="The shard had crawl files and they yielded pairs.",
+        )
+    ],
 )
 def crawl_pool(context: dg.AssetExecutionContext, curation_storage: CurationStorage) -> dg.MaterializeResult:
-    return materialize_each(context, run_partition_keys(context),
-                            lambda key: _crawl_pool_shard(context, curation_storage, *split_key(key)))
+    return materialize_each(
+        context, run_partition_keys(context), lambda key: _crawl_pool_shard(context, curation_storage, *split_key(key))
+    )
 
 
-def _crawl_pool_shard(context: dg.AssetExecutionContext, curation_storage: CurationStorage, snapshot: str,
-                      shard: int) -> dg.MaterializeResult:
+def _crawl_pool_shard(
+    context: dg.AssetExecutionContext, curation_storage: CurationStorage, snapshot: str, shard: int
+) -> dg.MaterializeResult:
     storage, crawl = curation_storage.storage(), curation_storage.crawl_storage()
     all_files = [key.rsplit("/", 1)[-1] for key in crawl.list(snapshot, CRAWL_SUFFIXES)]
     if not all_files:
@@ -72,11 +79,16 @@ def _crawl_pool_shard(context: dg.AssetExecutionContext, curation_storage: Curat
     context.log.info(f"pool: {len(pool):,} pairs, stats {stats_dict}")
 
     if not names:
-        check = dg.AssetCheckResult(check_name="shard_not_empty", passed=False, severity=dg.AssetCheckSeverity.WARN,
-                                    metadata={"reason": "no crawl file hashes to this shard; fewer shards may fit"})
+        check = dg.AssetCheckResult(
+            check_name="shard_not_empty",
+            passed=False,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"reason": "no crawl file hashes to this shard; fewer shards may fit"},
+        )
     else:
-        check = dg.AssetCheckResult(check_name="shard_not_empty", passed=len(pool) > 0,
-                                    metadata={"files": len(names), "pairs": len(pool)})
+        check = dg.AssetCheckResult(
+            check_name="shard_not_empty", passed=len(pool) > 0, metadata={"files": len(names), "pairs": len(pool)}
+        )
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(pool),
@@ -92,10 +104,13 @@ def _crawl_pool_shard(context: dg.AssetExecutionContext, curation_storage: Curat
 
 
 class MatchConfig(dg.Config):
-    workers: int = Field(default=1, description="parallel matching for run pods with N cores. N > 1: N threads "
-                         "over the one compiled token table in the step's process (its lookups release the GIL), or, "
-                         "where the compiled module is not built, a MatcherPool of N spawned processes that each "
-                         "build the matcher once (~2 s per 500k entries). The output is identical either way.")
+    workers: int = Field(
+        default=1,
+        description="parallel matching for run pods with N cores. N > 1: N threads "
+        "over the one compiled token table in the step's process (its lookups release the GIL), or, "
+        "where the compiled module is not built, a MatcherPool of N spawned processes that each "
+        "build the matcher once (~2 s per 500k entries). The output is identical either way.",
+    )
 
 
 @dg.asset(
@@ -107,13 +122,17 @@ class MatchConfig(dg.Config):
     description="Pool pairs whose text matches at least one metadata entry (MetaCLIP v1 substring matching), "
     "with the matched entry ids per pair.",
 )
-def matched_pool(context: dg.AssetExecutionContext, curation_storage: CurationStorage,
-                 config: MatchConfig) -> dg.MaterializeResult:
+def matched_pool(
+    context: dg.AssetExecutionContext, curation_storage: CurationStorage, config: MatchConfig
+) -> dg.MaterializeResult:
     keys = run_partition_keys(context)
     storage = curation_storage.storage()
     pool_keys = {k: layout.pool_key(*split_key(k), NUM_SHARDS) for k in keys}
-    missing = [f"{storage.uri(p)} is missing: materialize crawl_pool for {k} first"
-               for k, p in pool_keys.items() if not storage.exists(p)]
+    missing = [
+        f"{storage.uri(p)} is missing: materialize crawl_pool for {k} first"
+        for k, p in pool_keys.items()
+        if not storage.exists(p)
+    ]
     if missing:  # checked before the matcher is built, which takes a while
         raise FileNotFoundError("; ".join(missing))
     entries, sha = load_current_metadata(storage)
@@ -125,12 +144,23 @@ def matched_pool(context: dg.AssetExecutionContext, curation_storage: CurationSt
     processes = config.workers > 1 and not matcher.parallel_ok(config.workers)
     with MatcherPool(entries, config.workers) if processes else nullcontext(matcher) as matcher:
         build_s = time.perf_counter() - started
-        return materialize_each(context, keys, lambda key: _match_shard(
-            context, storage, matcher, sha, build_s, *split_key(key), threads=config.workers))
+        return materialize_each(
+            context,
+            keys,
+            lambda key: _match_shard(context, storage, matcher, sha, build_s, *split_key(key), threads=config.workers),
+        )
 
 
-def _match_shard(context: dg.AssetExecutionContext, storage: Storage, matcher: Matcher | MatcherPool, sha: str,
-                 build_s: float, snapshot: str, shard: int, threads: int = 1) -> dg.MaterializeResult:
+def _match_shard(
+    context: dg.AssetExecutionContext,
+    storage: Storage,
+    matcher: Matcher | MatcherPool,
+    sha: str,
+    build_s: float,
+    snapshot: str,
+    shard: int,
+    threads: int = 1,
+) -> dg.MaterializeResult:
     pool = storage.read_parquet(layout.pool_key(snapshot, shard, NUM_SHARDS))
     built = time.perf_counter()
     matched, stats = match_pool(pool, matcher, threads) if len(pool) else (empty_matched(POOL_SCHEMA), None)

@@ -1,14 +1,13 @@
 """Where the pipeline keeps its files: one storage root (local directory or object-store URL)."""
 
-
-import os
-from contextlib import contextmanager
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
+from metaclip_assets import settings
 from metaclip_assets.storage import Storage
 
 
@@ -16,7 +15,7 @@ class CurationStorage(dg.ConfigurableResource):
     """Data root for every artifact, and where raw crawl files of each snapshot are found."""
 
     data_root: str = Field(
-        default_factory=lambda: os.environ.get("METACLIP_DATA_ROOT", "data"),
+        default_factory=settings.data_root,
         description="Local directory or fsspec URL (s3://..., gs://...) holding every pipeline artifact.",
     )
     crawl_root: str | None = Field(

@@ -1,6 +1,5 @@
 """Per-snapshot assets: entry counts over all shards, the balanced subset, and the data card."""
 
-
 import base64
 from collections import Counter
 
@@ -51,19 +50,29 @@ def _shard_files(storage: Storage, snapshot: str, key_fn) -> list[str]:
     kinds={"numpy"},
     description="uint64 match count per metadata entry over the whole snapshot (all shards, cross-shard "
     "duplicates removed), plus the cumulative counts over all snapshots up to this one (TiC-style).",
-    check_specs=[dg.AssetCheckSpec("counts_sum_to_matches", asset="entry_counts", blocking=True,
-                                   description="Sum of counts == number of (pair, entry) matches in the matched set.")],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "counts_sum_to_matches",
+            asset="entry_counts",
+            blocking=True,
+            description="Sum of counts == number of (pair, entry) matches in the matched set.",
+        )
+    ],
 )
 def entry_counts(context: dg.AssetExecutionContext, curation_storage: CurationStorage) -> dg.MaterializeResult:
     storage = curation_storage.storage()
     entries, sha = load_current_metadata(storage)
     # Oldest first (ids sort by date): a snapshot's cumulative counts include the earlier ones of the same run.
-    return materialize_each(context, sorted(run_partition_keys(context)),
-                            lambda snapshot: _count_snapshot(context, storage, entries, sha, snapshot))
+    return materialize_each(
+        context,
+        sorted(run_partition_keys(context)),
+        lambda snapshot: _count_snapshot(context, storage, entries, sha, snapshot),
+    )
 
 
-def _count_snapshot(context: dg.AssetExecutionContext, storage: Storage, entries: list[str], sha: str,
-                    snapshot: str) -> dg.MaterializeResult:
+def _count_snapshot(
+    context: dg.AssetExecutionContext, storage: Storage, entries: list[str], sha: str, snapshot: str
+) -> dg.MaterializeResult:
     frames = []
     for key in _shard_files(storage, snapshot, layout.matched_key):
         stats = storage.read_json(key.replace(".parquet", ".stats.json"))
@@ -92,16 +101,23 @@ def _count_snapshot(context: dg.AssetExecutionContext, storage: Storage, entries
 
     pair_entry_total = int(merged["entry_ids"].list.len().sum() or 0)
     summary = {
-        "snapshot": snapshot, "metadata_sha256": sha, "entries": len(entries), "matched_pairs": len(merged),
-        "cross_shard_duplicates": duplicates, "pair_entry_matches": pair_entry_total,
-        "entries_matched": int((counts > 0).sum()), "cumulative_snapshots": sorted(included),
+        "snapshot": snapshot,
+        "metadata_sha256": sha,
+        "entries": len(entries),
+        "matched_pairs": len(merged),
+        "cross_shard_duplicates": duplicates,
+        "pair_entry_matches": pair_entry_total,
+        "entries_matched": int((counts > 0).sum()),
+        "cumulative_snapshots": sorted(included),
     }
     storage.write_json(layout.counts_summary_key(snapshot), summary, indent=2)
 
     # The check re-reads what was written, so a broken write or a stale file fails it.
     stored = storage.read_npy(layout.counts_key(snapshot))
-    reread_total = int(storage.read_parquet(layout.merged_matched_key(snapshot), columns=["entry_ids"])[
-        "entry_ids"].list.len().sum() or 0)
+    reread_total = int(
+        storage.read_parquet(layout.merged_matched_key(snapshot), columns=["entry_ids"])["entry_ids"].list.len().sum()
+        or 0
+    )
     check = dg.AssetCheckResult(
         check_name="counts_sum_to_matches",
         passed=bool(stored.dtype == np.uint64 and int(stored.sum()) == reread_total),
@@ -136,8 +152,14 @@ class BalanceConfig(dg.Config):
     kinds={"polars", "parquet"},
     description="The MetaCLIP-balanced subset: a pair is kept if any matched entry samples it with "
     "probability t / max(count, t). Deterministic per pair and seed, independent of sharding.",
-    check_specs=[dg.AssetCheckSpec("curated_subset_of_matched", asset="balanced_subset", blocking=True,
-                                   description="Every curated pair is in the matched set, with the same entries.")],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "curated_subset_of_matched",
+            asset="balanced_subset",
+            blocking=True,
+            description="Every curated pair is in the matched set, with the same entries.",
+        )
+    ],
 )
 def balanced_subset(
     context: dg.AssetExecutionContext, config: BalanceConfig, curation_storage: CurationStorage
@@ -145,28 +167,44 @@ def balanced_subset(
     if config.count_mode not in ("snapshot", "cumulative"):
         raise ValueError(f"count_mode must be 'snapshot' or 'cumulative', got {config.count_mode!r}")
     storage = curation_storage.storage()
-    return materialize_each(context, sorted(run_partition_keys(context)),
-                            lambda snapshot: _balance_snapshot(context, config, storage, snapshot))
+    return materialize_each(
+        context,
+        sorted(run_partition_keys(context)),
+        lambda snapshot: _balance_snapshot(context, config, storage, snapshot),
+    )
 
 
-def _balance_snapshot(context: dg.AssetExecutionContext, config: BalanceConfig, storage: Storage,
-                      snapshot: str) -> dg.MaterializeResult:
+def _balance_snapshot(
+    context: dg.AssetExecutionContext, config: BalanceConfig, storage: Storage, snapshot: str
+) -> dg.MaterializeResult:
     matched = storage.read_parquet(layout.merged_matched_key(snapshot))
     counts = storage.read_npy(layout.counts_key(snapshot, cumulative=config.count_mode == "cumulative"))
     curated, _, stats = balance(matched, counts, t=config.t, seed=config.seed)
     uri = storage.write_parquet(layout.balanced_key(snapshot), curated)
-    summary = {**stats.as_dict(), "count_mode": config.count_mode, "snapshot": snapshot,
-               "metadata_sha256": storage.read_json(layout.counts_summary_key(snapshot))["metadata_sha256"]}
+    summary = {
+        **stats.as_dict(),
+        "count_mode": config.count_mode,
+        "snapshot": snapshot,
+        "metadata_sha256": storage.read_json(layout.counts_summary_key(snapshot))["metadata_sha256"],
+    }
     storage.write_json(layout.balanced_summary_key(snapshot), summary, indent=2)
     context.log.info(f"balanced: {summary}")
 
     reread = storage.read_parquet(layout.balanced_key(snapshot), columns=["url", "text", "pair_id", "entry_ids"])
-    joined = reread.join(matched.select(["url", "text", "pair_id", "entry_ids"]), on=["url", "text", "pair_id"],
-                         how="left", suffix="_matched")
-    outside = joined.filter(pl.col("entry_ids_matched").is_null()
-                            | (pl.col("entry_ids") != pl.col("entry_ids_matched")))
-    check = dg.AssetCheckResult(check_name="curated_subset_of_matched", passed=len(outside) == 0,
-                                metadata={"curated": len(reread), "not_in_matched": len(outside)})
+    joined = reread.join(
+        matched.select(["url", "text", "pair_id", "entry_ids"]),
+        on=["url", "text", "pair_id"],
+        how="left",
+        suffix="_matched",
+    )
+    outside = joined.filter(
+        pl.col("entry_ids_matched").is_null() | (pl.col("entry_ids") != pl.col("entry_ids_matched"))
+    )
+    check = dg.AssetCheckResult(
+        check_name="curated_subset_of_matched",
+        passed=len(outside) == 0,
+        metadata={"curated": len(reread), "not_in_matched": len(outside)},
+    )
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(curated),
@@ -191,14 +229,23 @@ def _balance_snapshot(context: dg.AssetExecutionContext, config: BalanceConfig, 
     kinds={"json", "markdown"},
     description="MetaCLIP data card of the snapshot: entry -> count before and after balancing, the funnel, "
     "bad records, head/tail tables and the cumulative-matches plot.",
-    check_specs=[dg.AssetCheckSpec("totals_match_parquet", asset="data_card", blocking=True,
-                                   description="The card's totals equal the row counts of the parquet files.")],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "totals_match_parquet",
+            asset="data_card",
+            blocking=True,
+            description="The card's totals equal the row counts of the parquet files.",
+        )
+    ],
 )
 def data_card(context: dg.AssetExecutionContext, curation_storage: CurationStorage) -> dg.MaterializeResult:
     storage = curation_storage.storage()
     entries, sha = load_current_metadata(storage)
-    return materialize_each(context, sorted(run_partition_keys(context)),
-                            lambda snapshot: _card_for_snapshot(storage, entries, sha, snapshot))
+    return materialize_each(
+        context,
+        sorted(run_partition_keys(context)),
+        lambda snapshot: _card_for_snapshot(storage, entries, sha, snapshot),
+    )
 
 
 def _card_for_snapshot(storage: Storage, entries: list[str], sha: str, snapshot: str) -> dg.MaterializeResult:
@@ -230,9 +277,18 @@ def _card_for_snapshot(storage: Storage, entries: list[str], sha: str, snapshot:
         "expected_curated": round(summary["expected_curated"], 2),
     }
     card = build_datacard(
-        snapshot=snapshot, entries=entries, metadata_sha256=sha, counts_before=counts_before,
-        counts_after=counts_after, balance_counts=balance_counts, t=summary["t"], seed=summary["seed"],
-        count_mode=summary["count_mode"], funnel=funnel, bad_records=dict(bad), other_skipped=dict(benign),
+        snapshot=snapshot,
+        entries=entries,
+        metadata_sha256=sha,
+        counts_before=counts_before,
+        counts_after=counts_after,
+        balance_counts=balance_counts,
+        t=summary["t"],
+        seed=summary["seed"],
+        count_mode=summary["count_mode"],
+        funnel=funnel,
+        bad_records=dict(bad),
+        other_skipped=dict(benign),
     )
     folder = layout.datacard_dir(snapshot)
     png = cumulative_plot_png(counts_before, counts_after, summary["t"], f"{snapshot}: cumulative matches")
@@ -249,20 +305,33 @@ def _card_for_snapshot(storage: Storage, entries: list[str], sha: str, snapshot:
     written = storage.read_json(f"{folder}/summary.json")["funnel"]
     check = dg.AssetCheckResult(
         check_name="totals_match_parquet",
-        passed=written["matched_pairs"] == matched_rows and written["curated_pairs"] == curated_rows
+        passed=written["matched_pairs"] == matched_rows
+        and written["curated_pairs"] == curated_rows
         and card_after_total == len(curated_ids),
-        metadata={"card_matched": written["matched_pairs"], "parquet_matched": matched_rows,
-                  "card_curated": written["curated_pairs"], "parquet_curated": curated_rows,
-                  "card_entry_total": card_after_total, "parquet_entry_total": len(curated_ids)},
+        metadata={
+            "card_matched": written["matched_pairs"],
+            "parquet_matched": matched_rows,
+            "card_curated": written["curated_pairs"],
+            "parquet_curated": curated_rows,
+            "card_entry_total": card_after_total,
+            "parquet_entry_total": len(curated_ids),
+        },
     )
     inline_plot = f"data:image/png;base64,{base64.b64encode(png).decode()}"
-    table_schema = dg.TableSchema(columns=[dg.TableColumn("entry", "string"), dg.TableColumn("before", "int"),
-                                           dg.TableColumn("after", "int"), dg.TableColumn("kept", "float")])
+    table_schema = dg.TableSchema(
+        columns=[
+            dg.TableColumn("entry", "string"),
+            dg.TableColumn("before", "int"),
+            dg.TableColumn("after", "int"),
+            dg.TableColumn("kept", "float"),
+        ]
+    )
     return dg.MaterializeResult(
         metadata={
             "data_card": dg.MetadataValue.md(datacard_markdown(card, plot_uri=inline_plot)),
             "head_entries": dg.MetadataValue.table(
-                records=[dg.TableRecord(r) for r in card.head_table], schema=table_schema),
+                records=[dg.TableRecord(r) for r in card.head_table], schema=table_schema
+            ),
             "funnel": dg.MetadataValue.json(funnel),
             "bad_records": dg.MetadataValue.json(dict(bad)),
             "other_skipped": dg.MetadataValue.json(dict(benign)),

@@ -27,8 +27,10 @@ class TrainingLauncher(dg.ConfigurableResource):
 
     mode: str = Field(default="local", description="'local' (PipesSubprocessClient) or 'k8s' (PipesK8sClient)")
     data_root: str | None = Field(
-        default=None, description="Data root as the training process sees it. Default: curation_storage's data "
-        "root (local mode) or data_mount_path (k8s mode).")
+        default=None,
+        description="Data root as the training process sees it. Default: curation_storage's data "
+        "root (local mode) or data_mount_path (k8s mode).",
+    )
     env: dict[str, str] = Field(default={}, description="Extra environment, e.g. MLFLOW_TRACKING_URI.")
     python_executable: str | None = Field(default=None, description="local mode: interpreter (default: this one)")
     # ---- k8s mode -----------------------------------------------------------------------------------------
@@ -43,15 +45,19 @@ class TrainingLauncher(dg.ConfigurableResource):
     memory_limit: str = "64Gi"
     node_selector: dict[str, str] = Field(default={"nvidia.com/gpu.present": "true"})
     tolerations: list[dict[str, str]] = Field(
-        default=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}])
-    pvc_claim_name: str | None = Field(default="metaclip-data", description="shared volume with shards and "
-                                       "checkpoints; None when data_root is an object store URL")
+        default=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    )
+    pvc_claim_name: str | None = Field(
+        default="metaclip-data",
+        description="shared volume with shards and checkpoints; None when data_root is an object store URL",
+    )
     data_mount_path: str = "/data"
     shm_size: str = "16Gi"
     env_from_secrets: list[str] = Field(default=[], description="Secrets exposed as env (MLflow, object store)")
     run_as_user: int = 1000
-    termination_grace_period_s: int = Field(default=300, description="time to finish the step and write a "
-                                            "checkpoint after SIGTERM (eviction, preemption)")
+    termination_grace_period_s: int = Field(
+        default=300, description="time to finish the step and write a checkpoint after SIGTERM (eviction, preemption)"
+    )
     pod_labels: dict[str, str] = Field(default={"app.kubernetes.io/name": "metaclip-train"})
     load_incluster_config: bool | None = None
     kubeconfig_file: str | None = None
@@ -86,8 +92,12 @@ class TrainingLauncher(dg.ConfigurableResource):
             "imagePullPolicy": self.image_pull_policy,
             "resources": {"requests": {"cpu": self.cpu_request, "memory": self.memory_request}, "limits": limits},
             "volumeMounts": mounts,
-            "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                                "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}},
+            "securityContext": {
+                "allowPrivilegeEscalation": False,
+                "readOnlyRootFilesystem": True,
+                "runAsNonRoot": True,
+                "capabilities": {"drop": ["ALL"]},
+            },
         }
         if self.env_from_secrets:
             container["envFrom"] = [{"secretRef": {"name": s}} for s in self.env_from_secrets]
@@ -95,11 +105,17 @@ class TrainingLauncher(dg.ConfigurableResource):
             "serviceAccountName": self.service_account,
             "restartPolicy": "Never",
             "terminationGracePeriodSeconds": self.termination_grace_period_s,
-            "securityContext": {"runAsNonRoot": True, "runAsUser": self.run_as_user, "runAsGroup": self.run_as_user,
-                                "fsGroup": self.run_as_user, "seccompProfile": {"type": "RuntimeDefault"}},
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": self.run_as_user,
+                "runAsGroup": self.run_as_user,
+                "fsGroup": self.run_as_user,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
             "containers": [container],
             "volumes": volumes,
         }
+
         def keep(key: str) -> bool:
             return gpu or not key.startswith("nvidia.com/")
 
@@ -111,8 +127,14 @@ class TrainingLauncher(dg.ConfigurableResource):
             spec["tolerations"] = tolerations
         return spec
 
-    def launch(self, context: dg.AssetExecutionContext, extras: dict[str, Any], module: str = TRAIN_MODULE,
-               gpu: bool = True, component: str = "training") -> dg.PipesClientCompletedInvocation:
+    def launch(
+        self,
+        context: dg.AssetExecutionContext,
+        extras: dict[str, Any],
+        module: str = TRAIN_MODULE,
+        gpu: bool = True,
+        component: str = "training",
+    ) -> dg.PipesClientCompletedInvocation:
         """Run `python -m <module>` under Pipes, locally or as a pod; evaluation reuses this with its module."""
         # Unbuffered, so progress lines and Pipes messages reach the run log as they happen; HOME on the
         # writable /tmp because the pod's root filesystem is read-only.
@@ -124,13 +146,20 @@ class TrainingLauncher(dg.ConfigurableResource):
         if self.mode == "k8s":
             from dagster_k8s import PipesK8sClient
 
-            client = PipesK8sClient(load_incluster_config=self.load_incluster_config,
-                                    kubeconfig_file=self.kubeconfig_file, poll_interval=self.poll_interval)
+            client = PipesK8sClient(
+                load_incluster_config=self.load_incluster_config,
+                kubeconfig_file=self.kubeconfig_file,
+                poll_interval=self.poll_interval,
+            )
             return client.run(
-                context=context, extras=extras, namespace=self.namespace,
-                command=["python", "-m", module], env={"HOME": "/tmp", **env},
-                base_pod_spec=self.pod_spec(gpu=gpu, container_name="trainer" if component == "training" else
-                                            "evaluator"),
+                context=context,
+                extras=extras,
+                namespace=self.namespace,
+                command=["python", "-m", module],
+                env={"HOME": "/tmp", **env},
+                base_pod_spec=self.pod_spec(
+                    gpu=gpu, container_name="trainer" if component == "training" else "evaluator"
+                ),
                 base_pod_meta={"labels": {**self.pod_labels, "app.kubernetes.io/component": component}},
                 pod_wait_timeout=self.pod_wait_timeout,
             )
@@ -145,8 +174,12 @@ def relay_results(invocation: dg.PipesClientCompletedInvocation, component: str,
         raise RuntimeError(f"the {component} process exited without reporting a materialization")
     for r in results:
         if isinstance(r, dg.MaterializeResult):
-            yield dg.MaterializeResult(asset_key=r.asset_key, check_results=r.check_results,
-                                       data_version=r.data_version, metadata={**(r.metadata or {}), **metadata})
+            yield dg.MaterializeResult(
+                asset_key=r.asset_key,
+                check_results=r.check_results,
+                data_version=r.data_version,
+                metadata={**(r.metadata or {}), **metadata},
+            )
         else:
             yield r
 
@@ -154,16 +187,19 @@ def relay_results(invocation: dg.PipesClientCompletedInvocation, component: str,
 class ClipTrainingConfig(dg.Config):
     """The recipe; defaults are OpenAI's / MetaCLIP's except the model and budget, which suit the CPU sample."""
 
-    model: str = Field(default="tiny-clip", description="ViT-B-32-quickgelu, ViT-B-16-quickgelu, "
-                       "ViT-L-14-quickgelu, or tiny-clip (CPU, seconds)")
+    model: str = Field(
+        default="tiny-clip",
+        description="ViT-B-32-quickgelu, ViT-B-16-quickgelu, ViT-L-14-quickgelu, or tiny-clip (CPU, seconds)",
+    )
     batch_size: int = 64
     samples_budget: int = Field(default=6_400, description="training budget in samples seen")
     lr: float | None = Field(default=None, description="None: 5e-4 (B sizes), 4e-4 (L and larger)")
     warmup_steps: int | None = Field(default=None, description="None: min(2000, 10% of steps); 0 if warm-started")
     weight_decay: float = 0.2
     precision: str = Field(default="auto", description="auto (amp on GPU, fp32 on CPU), amp, amp_bf16, fp32")
-    strategy: str = Field(default="cumulative", description="TiC-CLIP: cumulative, restricted, sequential, "
-                          "from_scratch")
+    strategy: str = Field(
+        default="cumulative", description="TiC-CLIP: cumulative, restricted, sequential, from_scratch"
+    )
     replay_ratio: float | None = Field(default=0.5, description="share of replayed (older) samples per batch")
     replay_buffer_samples: int = Field(default=10_000, description="restricted: replay buffer size in samples")
     workers: int = 0
@@ -181,7 +217,7 @@ def build_train_config(config: ClipTrainingConfig, snapshot: str, registered: li
     """The training process's config: paths as it sees them, the snapshots before this one, the warm start."""
     earlier = sorted(s for s in registered if s < snapshot)  # snapshot ids sort in time order (CC-MAIN-YYYY-WW)
     runs_root = f"{data_root.rstrip('/')}/training/{config.experiment}/{config.model}"
-    warm = (f"{runs_root}/{earlier[-1]}/final.pt" if earlier and config.strategy != "from_scratch" else None)
+    warm = f"{runs_root}/{earlier[-1]}/final.pt" if earlier and config.strategy != "from_scratch" else None
     card_dir = f"{data_root.rstrip('/')}/{layout.datacard_dir(snapshot)}"
     return {
         **{k: v for k, v in config.model_dump().items() if k != "shard_root"},
@@ -203,18 +239,31 @@ def build_train_config(config: ClipTrainingConfig, snapshot: str, registered: li
     pool="gpu",
     description="A CLIP model (open_clip, OpenAI recipe) trained on this snapshot's curated shards, warm-started "
     "from the previous snapshot's checkpoint with TiC-CLIP replay; tracked in MLflow.",
-    check_specs=[dg.AssetCheckSpec("loss_finite", asset="clip_checkpoint",
-                                   description="Every training step's loss was finite.")],
+    check_specs=[
+        dg.AssetCheckSpec("loss_finite", asset="clip_checkpoint", description="Every training step's loss was finite.")
+    ],
 )
-def clip_checkpoint(context: dg.AssetExecutionContext, config: ClipTrainingConfig,
-                    training_launcher: TrainingLauncher, curation_storage: CurationStorage):
+def clip_checkpoint(
+    context: dg.AssetExecutionContext,
+    config: ClipTrainingConfig,
+    training_launcher: TrainingLauncher,
+    curation_storage: CurationStorage,
+):
     snapshot = context.partition_key
     registered = context.instance.get_dynamic_partitions(SNAPSHOT_PARTITIONS_NAME)
     data_root = training_launcher.training_data_root(curation_storage.data_root)
     train_config = build_train_config(config, snapshot, registered, data_root)
-    context.log.info(f"training {config.model} on {snapshot} (t={len(train_config['earlier_snapshots'])}, "
-                     f"{config.strategy}, warm start {train_config['warm_start_from']}) via {training_launcher.mode}")
+    context.log.info(
+        f"training {config.model} on {snapshot} (t={len(train_config['earlier_snapshots'])}, "
+        f"{config.strategy}, warm start {train_config['warm_start_from']}) via {training_launcher.mode}"
+    )
     invocation = training_launcher.launch(context, extras={"train_config": train_config})
-    yield from relay_results(invocation, "training", {
-        "launcher": training_launcher.mode, "output_dir": dg.MetadataValue.path(train_config["output_dir"]),
-        "train_config": dg.MetadataValue.json(train_config)})
+    yield from relay_results(
+        invocation,
+        "training",
+        {
+            "launcher": training_launcher.mode,
+            "output_dir": dg.MetadataValue.path(train_config["output_dir"]),
+            "train_config": dg.MetadataValue.json(train_config),
+        },
+    )

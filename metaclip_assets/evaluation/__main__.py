@@ -64,9 +64,17 @@ def materialization_metadata(result: dict) -> dict:
 
 
 def check_metadata(check: dict) -> dict:
-    return {k: ({"raw_value": v, "type": "float"} if isinstance(v, float) else
-                {"raw_value": v, "type": "json"} if isinstance(v, list) else v)
-            for k, v in check.items() if k != "passed" and v is not None}
+    return {
+        k: (
+            {"raw_value": v, "type": "float"}
+            if isinstance(v, float)
+            else {"raw_value": v, "type": "json"}
+            if isinstance(v, list)
+            else v
+        )
+        for k, v in check.items()
+        if k != "passed" and v is not None
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,15 +89,26 @@ def main(argv: list[str] | None = None) -> int:
     def with_pipes(pipes, cfg: EvalConfig) -> None:
         result = Evaluator(cfg, log=pipes.log.info).run()
         pipes.report_asset_materialization(metadata=materialization_metadata(result))
-        pipes.report_asset_check(CHECK_FINITE, passed=result["finite"]["passed"],
-                                 metadata=check_metadata(result["finite"]))
-        pipes.report_asset_check(CHECK_REGRESSION, passed=result["regression"]["passed"],
-                                 severity=pipes.extras.get("regression_severity", "WARN"),
-                                 metadata=check_metadata(result["regression"]))
+        pipes.report_asset_check(
+            CHECK_FINITE, passed=result["finite"]["passed"], metadata=check_metadata(result["finite"])
+        )
+        pipes.report_asset_check(
+            CHECK_REGRESSION,
+            passed=result["regression"]["passed"],
+            severity=pipes.extras.get("regression_severity", "WARN"),
+            metadata=check_metadata(result["regression"]),
+        )
 
-    return pipes_entry.run(argv, prog="python -m metaclip_assets.evaluation", description=__doc__,
-                           config_name="EvalConfig", extra_key="eval_config", build_config=build_config,
-                           standalone=standalone, with_pipes=with_pipes)
+    return pipes_entry.run(
+        argv,
+        prog="python -m metaclip_assets.evaluation",
+        description=__doc__,
+        config_name="EvalConfig",
+        extra_key="eval_config",
+        build_config=build_config,
+        standalone=standalone,
+        with_pipes=with_pipes,
+    )
 
 
 if __name__ == "__main__":

@@ -53,8 +53,9 @@ def openai_imagenet() -> tuple[list[str], list[str]]:
     return list(IMAGENET_CLASSNAMES), [t("{}") for t in OPENAI_IMAGENET_TEMPLATES]
 
 
-def load_classnames(spec: str | None, key: str | None = None,
-                    root: str | os.PathLike | None = None) -> list[str] | None:
+def load_classnames(
+    spec: str | None, key: str | None = None, root: str | os.PathLike | None = None
+) -> list[str] | None:
     if spec == OPENAI_IMAGENET:
         return openai_imagenet()[0]
     if spec:
@@ -98,8 +99,9 @@ class ZeroShotSet:
         return "wds" if self.shards else "folder"
 
 
-def image_folder(root: str | os.PathLike, classnames: list[str] | None, max_per_class: int | None = None
-                 ) -> tuple[list[tuple[str, int]], list[str]]:
+def image_folder(
+    root: str | os.PathLike, classnames: list[str] | None, max_per_class: int | None = None
+) -> tuple[list[tuple[str, int]], list[str]]:
     root = Path(root)
     dirs = sorted(d.name for d in root.iterdir() if d.is_dir())
     if not dirs:
@@ -111,8 +113,10 @@ def image_folder(root: str | os.PathLike, classnames: list[str] | None, max_per_
     elif len(dirs) == len(classnames):
         label_of = {d: i for i, d in enumerate(dirs)}
     else:
-        raise ValueError(f"{root}: {len(dirs)} class folders do not match {len(classnames)} class names "
-                         "(neither by name nor by count)")
+        raise ValueError(
+            f"{root}: {len(dirs)} class folders do not match {len(classnames)} class names "
+            "(neither by name nor by count)"
+        )
     samples = []
     for d in dirs:
         files = sorted(p for p in (root / d).iterdir() if p.suffix in IMAGE_SUFFIXES)
@@ -135,9 +139,16 @@ def shard_list(spec: str | list[str]) -> list[str]:
     return sorted(glob.glob(spec)) or [spec]
 
 
-def zero_shot_set(name: str, path: str, fmt: str = "folder", classnames: str | None = None,
-                  classnames_key: str | None = None, templates: str | None = None, templates_key: str | None = None,
-                  max_per_class: int | None = None) -> ZeroShotSet:
+def zero_shot_set(
+    name: str,
+    path: str,
+    fmt: str = "folder",
+    classnames: str | None = None,
+    classnames_key: str | None = None,
+    templates: str | None = None,
+    templates_key: str | None = None,
+    max_per_class: int | None = None,
+) -> ZeroShotSet:
     root = path if os.path.isdir(path) else os.path.dirname(path)
     names = load_classnames(classnames, classnames_key, root)
     prompts = load_templates(templates, templates_key, root)
@@ -171,8 +182,9 @@ class RetrievalSet:
         return texts, owner
 
 
-def retrieval_set(name: str, path: str, fmt: str = "jsonl", image_dir: str | None = None,
-                  max_images: int | None = None) -> RetrievalSet:
+def retrieval_set(
+    name: str, path: str, fmt: str = "jsonl", image_dir: str | None = None, max_images: int | None = None
+) -> RetrievalSet:
     path_ = Path(path)
     images: list[str] = []
     captions: list[list[str]] = []

@@ -63,8 +63,9 @@ def zero_shot_metrics(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[i
     return out
 
 
-def retrieval_metrics(image_emb: torch.Tensor, text_emb: torch.Tensor, text_image: torch.Tensor,
-                      ks: Sequence[int] = RETRIEVAL_KS) -> dict[str, float]:
+def retrieval_metrics(
+    image_emb: torch.Tensor, text_emb: torch.Tensor, text_image: torch.Tensor, ks: Sequence[int] = RETRIEVAL_KS
+) -> dict[str, float]:
     """Image->text and text->image recall@k on (image, several captions) sets, COCO/Flickr style.
 
     `text_image[t]` is the index of the image caption t belongs to. An image query is correct at k when any

@@ -73,8 +73,12 @@ def _wds_pipeline(shards: list[str], preprocess, batch_size: int):
     import webdataset as wds
 
     return wds.DataPipeline(
-        wds.SimpleShardList(shards), wds.split_by_worker, wds.tarfile_to_samples(),
-        wds.decode("pilrgb"), wds.to_tuple(WDS_IMAGE_KEYS, "cls"), wds.map_tuple(preprocess, _label),
+        wds.SimpleShardList(shards),
+        wds.split_by_worker,
+        wds.tarfile_to_samples(),
+        wds.decode("pilrgb"),
+        wds.to_tuple(WDS_IMAGE_KEYS, "cls"),
+        wds.map_tuple(preprocess, _label),
         wds.batched(batch_size, partial=True),
     )
 
@@ -94,7 +98,7 @@ def encode_images(lm: LoadedModel, batches) -> tuple[torch.Tensor, torch.Tensor]
 def encode_texts(lm: LoadedModel, texts: list[str], batch_size: int = 256) -> torch.Tensor:
     out = []
     for i in range(0, len(texts), batch_size):
-        tokens = lm.tokenizer(texts[i:i + batch_size]).to(lm.device)
+        tokens = lm.tokenizer(texts[i : i + batch_size]).to(lm.device)
         out.append(lm.model.encode_text(tokens, normalize=True).float().cpu())
     return torch.cat(out)
 
@@ -112,11 +116,13 @@ def _nonfinite(*tensors: torch.Tensor) -> int:
 
 def zero_shot(lm: LoadedModel, ds: ZeroShotSet, batch_size: int = 64, workers: int = 0) -> dict[str, float]:
     if ds.kind == "folder":
-        loader = torch.utils.data.DataLoader(_Folder(ds.samples, lm.preprocess), batch_size=batch_size,
-                                             num_workers=workers)
+        loader = torch.utils.data.DataLoader(
+            _Folder(ds.samples, lm.preprocess), batch_size=batch_size, num_workers=workers
+        )
     else:
-        loader = torch.utils.data.DataLoader(_wds_pipeline(ds.shards, lm.preprocess, batch_size),
-                                             batch_size=None, num_workers=workers)
+        loader = torch.utils.data.DataLoader(
+            _wds_pipeline(ds.shards, lm.preprocess, batch_size), batch_size=None, num_workers=workers
+        )
     image_feats, labels = encode_images(lm, loader)
     if int(labels.max()) >= len(ds.classnames) or int(labels.min()) < 0:
         raise ValueError(f"{ds.name}: label {int(labels.max())} outside the {len(ds.classnames)} class names")
@@ -127,8 +133,9 @@ def zero_shot(lm: LoadedModel, ds: ZeroShotSet, batch_size: int = 64, workers: i
 
 
 def retrieval(lm: LoadedModel, ds: RetrievalSet, batch_size: int = 64, workers: int = 0) -> dict[str, float]:
-    loader = torch.utils.data.DataLoader(_Folder([(p, i) for i, p in enumerate(ds.images)], lm.preprocess),
-                                         batch_size=batch_size, num_workers=workers)
+    loader = torch.utils.data.DataLoader(
+        _Folder([(p, i) for i, p in enumerate(ds.images)], lm.preprocess), batch_size=batch_size, num_workers=workers
+    )
     image_feats, _ = encode_images(lm, loader)
     texts, owner = ds.flat()
     text_feats = encode_texts(lm, texts)

@@ -60,7 +60,7 @@ class EvalConfig:
     mlflow_ui_url: str | None = None
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "EvalConfig":
+    def from_dict(cls, data: dict[str, Any]) -> EvalConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:  # a typo must not silently fall back to a default
@@ -104,8 +104,10 @@ class Evaluator:
         fn = model_eval.zero_shot if kind == "zeroshot" else model_eval.retrieval
         result = fn(lm, ds, batch_size=self.cfg.batch_size, workers=self.cfg.workers)
         self.evaluated += 1
-        self.log(f"{kind} {ds.name} with {ckpt}: {json.dumps({k: round(v, 4) for k, v in result.items()})} "
-                 f"({time.perf_counter() - t0:.1f} s)")
+        self.log(
+            f"{kind} {ds.name} with {ckpt}: {json.dumps({k: round(v, 4) for k, v in result.items()})} "
+            f"({time.perf_counter() - t0:.1f} s)"
+        )
         if cache_file is not None:
             cache_file.parent.mkdir(parents=True, exist_ok=True)
             tmp = cache_file.with_name(f".{cache_file.name}.tmp-{os.getpid()}")
@@ -120,8 +122,9 @@ class Evaluator:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         if not os.path.isfile(cfg.checkpoint):
-            raise FileNotFoundError(f"checkpoint {cfg.checkpoint} is missing: materialize clip_checkpoint for "
-                                    f"{cfg.snapshot} first")
+            raise FileNotFoundError(
+                f"checkpoint {cfg.checkpoint} is missing: materialize clip_checkpoint for {cfg.snapshot} first"
+            )
         zs_sets, skipped = [], []
         for spec in cfg.zeroshot:
             spec = dict(spec)
@@ -130,13 +133,15 @@ class Evaluator:
                 skipped.append(spec["name"])
                 log(f"skipping zero-shot set {spec['name']}: {spec['path']} does not exist")
                 continue
-            zs_sets.append(datasets.zero_shot_set(spec.pop("name"), spec.pop("path"), spec.pop("format", "folder"),
-                                                  **spec))
+            zs_sets.append(
+                datasets.zero_shot_set(spec.pop("name"), spec.pop("path"), spec.pop("format", "folder"), **spec)
+            )
         rt_sets = []
         for spec in cfg.retrieval:
             spec = dict(spec)
-            rt_sets.append(datasets.retrieval_set(spec.pop("name"), spec.pop("path"), spec.pop("format", "jsonl"),
-                                                  **spec))
+            rt_sets.append(
+                datasets.retrieval_set(spec.pop("name"), spec.pop("path"), spec.pop("format", "jsonl"), **spec)
+            )
         earlier = {s: p for s, p in cfg.checkpoints.items() if s < cfg.snapshot and os.path.isfile(p)}
         previous = max(earlier) if earlier else None
         regression_set = next((d for d in zs_sets if d.name == cfg.regression_dataset), None)
@@ -148,11 +153,13 @@ class Evaluator:
         matrix = tic = None
         if cfg.time_matrix:
             models_ = {**earlier, cfg.snapshot: cfg.checkpoint}
-            sets = {s: datasets.zero_shot_set(s, p) for s, p in cfg.eval_sets.items()
-                    if s <= cfg.snapshot and os.path.isdir(p)}
+            sets = {
+                s: datasets.zero_shot_set(s, p)
+                for s, p in cfg.eval_sets.items()
+                if s <= cfg.snapshot and os.path.isdir(p)
+            }
             if sets:
-                matrix = timeperiod.compute_matrix(models_, sets,
-                                                   lambda ck, ds: self.score(ck, ds)[cfg.matrix_metric])
+                matrix = timeperiod.compute_matrix(models_, sets, lambda ck, ds: self.score(ck, ds)[cfg.matrix_metric])
                 matrix["metric"] = cfg.matrix_metric
                 tic = timeperiod.summary(matrix, cfg.snapshot)
             else:
@@ -164,17 +171,28 @@ class Evaluator:
             raise ValueError("nothing to evaluate: no zero-shot, retrieval or held-out sets were found")
 
         result = {
-            "snapshot": cfg.snapshot, "checkpoint": os.path.realpath(cfg.checkpoint), "model": lm.name,
-            "step": lm.step, "device": str(self.device), "zeroshot": zeroshot, "retrieval": retrieval,
-            "skipped": skipped, "matrix": matrix, "tic": tic,
+            "snapshot": cfg.snapshot,
+            "checkpoint": os.path.realpath(cfg.checkpoint),
+            "model": lm.name,
+            "step": lm.step,
+            "device": str(self.device),
+            "zeroshot": zeroshot,
+            "retrieval": retrieval,
+            "skipped": skipped,
+            "matrix": matrix,
+            "tic": tic,
             "regression": self._regression(zeroshot, previous, prev_score),
-            "evaluated": self.evaluated, "from_cache": self.cached,
+            "evaluated": self.evaluated,
+            "from_cache": self.cached,
         }
         result["finite"] = finite_check(result)
         result["seconds"] = round(time.perf_counter() - t0, 2)
         result["markdown"] = markdown_report(result)
-        png = timeperiod.heatmap_png(matrix, cfg.matrix_metric, f"{lm.name}: zero-shot {cfg.matrix_metric} (%)"
-                                     ) if matrix else None
+        png = (
+            timeperiod.heatmap_png(matrix, cfg.matrix_metric, f"{lm.name}: zero-shot {cfg.matrix_metric} (%)")
+            if matrix
+            else None
+        )
         files = self._write(result, png)
         result.update(log_to_mlflow(cfg, result, files, lm, log))
         result["heatmap_png"] = png
@@ -189,20 +207,34 @@ class Evaluator:
             return {**base, "passed": True, "status": f"skipped: {cfg.regression_dataset} was not evaluated"}
         current = zeroshot[cfg.regression_dataset][cfg.regression_metric]
         if previous is None:
-            return {**base, "passed": True, "current": current,
-                    "status": "first trained snapshot: no earlier checkpoint to compare against"}
+            return {
+                **base,
+                "passed": True,
+                "current": current,
+                "status": "first trained snapshot: no earlier checkpoint to compare against",
+            }
         drop = prev_score - current
         ok = drop <= cfg.regression_margin + 1e-9  # a drop of exactly the margin passes despite float rounding
-        return {**base, "passed": bool(ok), "current": current, "previous": prev_score,
-                "previous_snapshot": previous, "drop": drop, "status": f"{'within' if ok else 'exceeds'} margin"}
+        return {
+            **base,
+            "passed": bool(ok),
+            "current": current,
+            "previous": prev_score,
+            "previous_snapshot": previous,
+            "drop": drop,
+            "status": f"{'within' if ok else 'exceeds'} margin",
+        }
 
     def _write(self, result: dict, png: bytes | None) -> list[Path]:
         if not self.cfg.output_dir:
             return []
         out = Path(self.cfg.output_dir)
         out.mkdir(parents=True, exist_ok=True)
-        files = {"metrics.json": json.dumps({k: v for k, v in result.items() if k != "markdown"}, indent=2),
-                 "eval_config.json": json.dumps(self.cfg.to_dict(), indent=2), "report.md": result["markdown"]}
+        files = {
+            "metrics.json": json.dumps({k: v for k, v in result.items() if k != "markdown"}, indent=2),
+            "eval_config.json": json.dumps(self.cfg.to_dict(), indent=2),
+            "report.md": result["markdown"],
+        }
         if result["matrix"]:
             files["matrix.json"] = json.dumps(result["matrix"], indent=2)
         written = []
@@ -248,32 +280,54 @@ def _pct(x: float | None) -> str:
 
 
 def markdown_report(result: dict) -> str:
-    parts = [f"**{result['model']}** trained up to `{result['snapshot']}` (step {result['step']}), "
-             f"evaluated on {result['device']}"]
+    parts = [
+        f"**{result['model']}** trained up to `{result['snapshot']}` (step {result['step']}), "
+        f"evaluated on {result['device']}"
+    ]
     if result["zeroshot"]:
-        parts += ["", "#### Zero-shot classification", "",
-                  "| set | images | classes | top-1 | top-5 | mean per-class recall | chance top-1 |",
-                  "|---|---|---|---|---|---|---|"]
+        parts += [
+            "",
+            "#### Zero-shot classification",
+            "",
+            "| set | images | classes | top-1 | top-5 | mean per-class recall | chance top-1 |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for name, m in result["zeroshot"].items():
-            parts.append(f"| {name} | {int(m['n_samples'])} | {int(m['n_classes'])} | {_pct(m['top1'])} | "
-                         f"{_pct(m['top5'])} | {_pct(m['mean_per_class_recall'])} | {_pct(m['chance_top1'])} |")
+            parts.append(
+                f"| {name} | {int(m['n_samples'])} | {int(m['n_classes'])} | {_pct(m['top1'])} | "
+                f"{_pct(m['top5'])} | {_pct(m['mean_per_class_recall'])} | {_pct(m['chance_top1'])} |"
+            )
     if result["retrieval"]:
-        parts += ["", "#### Retrieval", "",
-                  "| set | images | captions | I→T R@1 | I→T R@5 | I→T R@10 "
-                  "| T→I R@1 | T→I R@5 | T→I R@10 |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        parts += [
+            "",
+            "#### Retrieval",
+            "",
+            "| set | images | captions | I→T R@1 | I→T R@5 | I→T R@10 | T→I R@1 | T→I R@5 | T→I R@10 |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for name, m in result["retrieval"].items():
-            parts.append(f"| {name} | {int(m['n_images'])} | {int(m['n_texts'])} | " + " | ".join(
-                _pct(m[f"{d}_r{k}"]) for d in ("i2t", "t2i") for k in metrics.RETRIEVAL_KS) + " |")
+            parts.append(
+                f"| {name} | {int(m['n_images'])} | {int(m['n_texts'])} | "
+                + " | ".join(_pct(m[f"{d}_r{k}"]) for d in ("i2t", "t2i") for k in metrics.RETRIEVAL_KS)
+                + " |"
+            )
     if result["matrix"]:
         tic = result["tic"]
-        parts += ["", "#### Per time period (TiC-CLIP)", "", timeperiod.markdown(
-            result["matrix"], result["snapshot"], result["matrix"]["metric"]), "",
+        parts += [
+            "",
+            "#### Per time period (TiC-CLIP)",
+            "",
+            timeperiod.markdown(result["matrix"], result["snapshot"], result["matrix"]["metric"]),
+            "",
             f"in-distribution {_pct(tic['in_distribution'])} · backward transfer {_pct(tic['backward_transfer'])}"
-            f" · forward transfer {_pct(tic['forward_transfer'])} · forgetting {_pct(tic['forgetting'])}"]
+            f" · forward transfer {_pct(tic['forward_transfer'])} · forgetting {_pct(tic['forgetting'])}",
+        ]
     reg = result["regression"]
-    parts += ["", f"no_regression ({reg['metric']} on {reg['dataset']}, margin {reg['margin']}): "
-              f"{'passed' if reg['passed'] else 'FAILED'} — {reg['status']}"]
+    parts += [
+        "",
+        f"no_regression ({reg['metric']} on {reg['dataset']}, margin {reg['margin']}): "
+        f"{'passed' if reg['passed'] else 'FAILED'} — {reg['status']}",
+    ]
     return "\n".join(parts)
 
 
@@ -323,32 +377,50 @@ def log_to_mlflow(cfg: EvalConfig, result: dict, files: list[Path], lm: model_ev
         training_run = client.get_run(cfg.training_run_id)
     else:  # the training tags its run with the checkpoint it wrote
         path = result["checkpoint"].replace("'", "\\'")
-        found = client.search_runs([tracker.experiment_id], f"tags.checkpoint_path = '{path}'", max_results=1,
-                                   order_by=["attributes.start_time DESC"])
+        found = client.search_runs(
+            [tracker.experiment_id],
+            f"tags.checkpoint_path = '{path}'",
+            max_results=1,
+            order_by=["attributes.start_time DESC"],
+        )
         training_run = found[0] if found else None
     step = int(result["step"] or 0)
     if training_run is not None and not cfg.separate_run:
         tracker.run_id, tracker.experiment_id = training_run.info.run_id, training_run.info.experiment_id
         logged_to = "training run"
     else:
-        tags = {"kind": "eval", "snapshot": cfg.snapshot, "model": lm.name,
-                "eval.checkpoint_path": result["checkpoint"]}  # not checkpoint_path: that tag finds training runs
+        tags = {
+            "kind": "eval",
+            "snapshot": cfg.snapshot,
+            "model": lm.name,
+            "eval.checkpoint_path": result["checkpoint"],
+        }  # not checkpoint_path: that tag finds training runs
         if training_run is not None:
             tags["training_run_id"] = training_run.info.run_id
             if training_run.info.experiment_id == tracker.experiment_id:  # nests it under the training run in the UI
                 tags["mlflow.parentRunId"] = training_run.info.run_id
-        tracker.run_id = client.create_run(tracker.experiment_id, run_name=f"{cfg.snapshot}/{lm.name}/eval",
-                                           tags=tags).info.run_id
-        tracker.log_params({"device": result["device"], "batch_size": cfg.batch_size,
-                            "zeroshot_sets": [d["name"] for d in cfg.zeroshot],
-                            "retrieval_sets": [d["name"] for d in cfg.retrieval],
-                            "regression_margin": cfg.regression_margin})
+        tracker.run_id = client.create_run(
+            tracker.experiment_id, run_name=f"{cfg.snapshot}/{lm.name}/eval", tags=tags
+        ).info.run_id
+        tracker.log_params(
+            {
+                "device": result["device"],
+                "batch_size": cfg.batch_size,
+                "zeroshot_sets": [d["name"] for d in cfg.zeroshot],
+                "retrieval_sets": [d["name"] for d in cfg.retrieval],
+                "regression_margin": cfg.regression_margin,
+            }
+        )
         logged_to = "eval run"
     status = "FAILED"
     try:
         tracker.log_metrics([(step, flat_metrics(result))])
-        tracker.set_tags({f"eval.{cfg.snapshot}.finite": result["finite"]["passed"],
-                          f"eval.{cfg.snapshot}.no_regression": result["regression"]["passed"]})
+        tracker.set_tags(
+            {
+                f"eval.{cfg.snapshot}.finite": result["finite"]["passed"],
+                f"eval.{cfg.snapshot}.no_regression": result["regression"]["passed"],
+            }
+        )
         for f in files:
             tracker.log_artifact(f, f"eval/{cfg.snapshot}")
         status = "FINISHED"
@@ -356,5 +428,9 @@ def log_to_mlflow(cfg: EvalConfig, result: dict, files: list[Path], lm: model_ev
         if logged_to == "eval run":  # the training run's own status is the training's, not ours
             tracker.finish(status)
     log(f"mlflow ({logged_to}) {tracker.run_id}: {tracker.run_url}")
-    return {"mlflow_run_id": tracker.run_id, "mlflow_run_url": tracker.run_url, "mlflow_logged_to": logged_to,
-            "training_run_id": training_run.info.run_id if training_run else None}
+    return {
+        "mlflow_run_id": tracker.run_id,
+        "mlflow_run_url": tracker.run_url,
+        "mlflow_logged_to": logged_to,
+        "training_run_id": training_run.info.run_id if training_run else None,
+    }

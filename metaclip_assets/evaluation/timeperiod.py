@@ -14,8 +14,11 @@ import math
 from collections.abc import Callable
 
 
-def compute_matrix(models: dict[str, str], eval_sets: dict[str, object], score: Callable[[str, object], float],
-                   ) -> dict:
+def compute_matrix(
+    models: dict[str, str],
+    eval_sets: dict[str, object],
+    score: Callable[[str, object], float],
+) -> dict:
     """models: snapshot -> checkpoint; eval_sets: snapshot -> eval set; score(checkpoint, eval set) -> value.
 
     Cells are computed model by model so each checkpoint is loaded once (see runner's model cache).
@@ -83,8 +86,15 @@ def heatmap_png(matrix: dict, metric: str = "top1", title: str | None = None) ->
         for i in range(len(rows)):
             for j in range(len(cols)):
                 if not np.isnan(data[i, j]):
-                    ax.text(j, i, f"{100 * data[i, j]:.0f}", ha="center", va="center", fontsize=7,
-                            color="black" if data[i, j] > 0.6 else "white")
+                    ax.text(
+                        j,
+                        i,
+                        f"{100 * data[i, j]:.0f}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="black" if data[i, j] > 0.6 else "white",
+                    )
         ax.set_title(title or f"zero-shot {metric}", fontsize=8)
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04).ax.tick_params(labelsize=6)
         fig.tight_layout()

@@ -6,6 +6,7 @@ per-source ``strip()``, empty strings and single ``string.punctuation`` characte
 Upstream released ``json.dump(list(set))``, an order we cannot recover; ours is the insertion order above, frozen
 and identified by the sha256 of the canonical JSON (see :func:`entries_json`).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -28,10 +29,10 @@ _PUNCTUATION = frozenset(string.punctuation)
 @dataclass
 class MetadataConfig:
     wordnet: bool = True
-    wiki_dump_paths: list[str] = field(default_factory=list)       # MediaWiki XML exports -> unigrams + bigrams
-    unigram_table_paths: list[str] = field(default_factory=list)   # ready count tables, summed with dump counts
+    wiki_dump_paths: list[str] = field(default_factory=list)  # MediaWiki XML exports -> unigrams + bigrams
+    unigram_table_paths: list[str] = field(default_factory=list)  # ready count tables, summed with dump counts
     bigram_table_paths: list[str] = field(default_factory=list)
-    ngram_table_layout: wikipedia.TableLayout = "word_count"       # or "count_word" (count<TAB>word[<TAB>word])
+    ngram_table_layout: wikipedia.TableLayout = "word_count"  # or "count_word" (count<TAB>word[<TAB>word])
     pageview_paths: list[str] = field(default_factory=list)
     min_unigram_count: int = 100
     min_bigram_pmi: float = 30.0
@@ -52,7 +53,7 @@ def entries_sha256(entries: list[str]) -> str:
 @dataclass
 class MetadataBuild:
     entries: list[str]
-    sources: list[str]                          # per entry, one of SOURCES
+    sources: list[str]  # per entry, one of SOURCES
     # source -> {"candidates": the source's own list (WordNet: its distinct cut names), "kept", "dropped" (empty or
     # single punctuation after strip), "duplicates" (already taken by an earlier source)}
     per_source_counts: dict[str, dict[str, int]]
@@ -64,8 +65,12 @@ class MetadataBuild:
 
     def summary(self) -> dict:
         """JSON-able description for asset metadata / data cards (no entry list)."""
-        return {"num_entries": len(self.entries), "sha256": self.sha256,
-                "per_source_counts": self.per_source_counts, "stats": self.stats}
+        return {
+            "num_entries": len(self.entries),
+            "sha256": self.sha256,
+            "per_source_counts": self.per_source_counts,
+            "stats": self.stats,
+        }
 
 
 def _validate(entries: object, where: str) -> list[str]:
@@ -117,9 +122,9 @@ def _ngram_counts(config: MetadataConfig, stats: dict[str, int]) -> wikipedia.Ng
     stats["wiki_articles"] = counts.documents
     stats["wiki_dump_tokens"] = counts.total_tokens
     for key, paths, reader, target in (
-            ("unigram_table_skipped_lines", config.unigram_table_paths, wikipedia.read_unigram_table,
-             counts.unigrams),
-            ("bigram_table_skipped_lines", config.bigram_table_paths, wikipedia.read_bigram_table, counts.bigrams)):
+        ("unigram_table_skipped_lines", config.unigram_table_paths, wikipedia.read_unigram_table, counts.unigrams),
+        ("bigram_table_skipped_lines", config.bigram_table_paths, wikipedia.read_bigram_table, counts.bigrams),
+    ):
         stats[key] = 0
         for path in paths:
             table = reader(path, layout=config.ngram_table_layout)
@@ -138,9 +143,13 @@ def build_metadata(config: MetadataConfig) -> MetadataBuild:
     if config.metadata_json:
         entries = load_metadata_json(config.metadata_json)
         n = len(entries)
-        return MetadataBuild(entries, ["metadata_json"] * n,
-                             {"metadata_json": {"candidates": n, "kept": n, "dropped": 0, "duplicates": 0}},
-                             entries_sha256(entries), stats)
+        return MetadataBuild(
+            entries,
+            ["metadata_json"] * n,
+            {"metadata_json": {"candidates": n, "kept": n, "dropped": 0, "duplicates": 0}},
+            entries_sha256(entries),
+            stats,
+        )
 
     candidates: list[tuple[str, Iterable[str]]] = [("number", NUMBER_ENTRIES)]
     if config.wordnet:
@@ -150,11 +159,13 @@ def build_metadata(config: MetadataConfig) -> MetadataBuild:
         candidates.append(("wiki_unigram", wikipedia.unigram_entries(ngrams.unigrams, config.min_unigram_count)))
         candidates.append(("wiki_bigram", wikipedia.bigram_entries(ngrams, config.min_bigram_pmi)))
     if config.pageview_paths:
-        titles = wikipedia.title_entries(config.pageview_paths, min_hourly=config.min_title_hourly_views,
-                                         min_total=config.min_title_views)
+        titles = wikipedia.title_entries(
+            config.pageview_paths, min_hourly=config.min_title_hourly_views, min_total=config.min_title_views
+        )
         candidates.append(("wiki_title", titles.entries))
-        stats.update(pageview_files=titles.files, pageview_lines=titles.lines,
-                     pageview_skipped_lines=titles.skipped_lines)
+        stats.update(
+            pageview_files=titles.files, pageview_lines=titles.lines, pageview_skipped_lines=titles.skipped_lines
+        )
 
     seen: dict[str, str] = {}  # entry -> source; dicts keep insertion order, which becomes the entry id
     per_source: dict[str, dict[str, int]] = {}

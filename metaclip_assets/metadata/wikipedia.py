@@ -10,6 +10,7 @@ MetaCLIP never shipped its Wikipedia inputs, so every part reads a real public f
 Upstream thresholds (defaults here): unigram count >= 100, bigram PMI >= 30, pageviews >= 50 per hourly line and
 >= 70 summed. Strings are never normalised (case kept); cleanup and dedup happen in ``metadata.py``.
 """
+
 from __future__ import annotations
 
 import bz2
@@ -38,6 +39,7 @@ def open_binary(path: str | Path) -> IO[bytes]:
 
 
 # ---------------------------------------------------------------------------------------------- XML dumps
+
 
 def _local(tag: str) -> str:
     # "{http://www.mediawiki.org/xml/export-0.10/}page" -> "page": the schema version changes between dumps.
@@ -84,10 +86,12 @@ _COMMENT = re.compile(r"<!--.*?(?:-->|\Z)", re.S)
 # Elements whose content is not prose (citations, formulas, galleries, code).
 _DROP_ELEMENT = re.compile(
     r"<(ref|math|chem|ce|gallery|timeline|syntaxhighlight|source|score|graph|imagemap|hiero|templatedata)\b"
-    r"[^>]*?(?:/>|>.*?</\1\s*>)", re.S | re.I)
-_TEMPLATE = re.compile(r"\{\{[^{}]*\}\}")                                    # innermost {{...}}
+    r"[^>]*?(?:/>|>.*?</\1\s*>)",
+    re.S | re.I,
+)
+_TEMPLATE = re.compile(r"\{\{[^{}]*\}\}")  # innermost {{...}}
 _TABLE = re.compile(r"^[ \t]*\{\|(?:(?!^[ \t]*\{\|).)*?^[ \t]*\|\}", re.S | re.M)  # innermost {| ... |}
-_LINK = re.compile(r"\[\[([^\[\]]*)\]\]")                                    # innermost [[...]]
+_LINK = re.compile(r"\[\[([^\[\]]*)\]\]")  # innermost [[...]]
 _EXT_LINK = re.compile(r"\[(?:https?:|ftp:|//)[^\s\]]*(?:\s+([^\]]*))?\]")
 _BOLD_ITALIC = re.compile(r"'{2,}")
 _HEADING = re.compile(r"^(=+)[ \t]*(.*?)[ \t]*\1[ \t]*$", re.M)
@@ -161,8 +165,8 @@ def tokenize(text: str) -> list[str]:
 @dataclass
 class NgramCounts:
     unigrams: Counter = field(default_factory=Counter)  # token -> count
-    bigrams: Counter = field(default_factory=Counter)   # (w1, w2) -> count
-    total_tokens: int = 0                                # nltk's word_fd.N(): the PMI denominator n_xx
+    bigrams: Counter = field(default_factory=Counter)  # (w1, w2) -> count
+    total_tokens: int = 0  # nltk's word_fd.N(): the PMI denominator n_xx
     documents: int = 0
 
 
@@ -257,18 +261,20 @@ def bigram_entries(ngrams: NgramCounts, min_pmi: float = 30.0) -> list[str]:
 
 # -------------------------------------------------------------------------------------------- pageviews
 
+
 @dataclass
 class TitleEntries:
-    entries: list[str]          # most viewed first (ties by string)
-    views: dict[str, int]       # summed qualifying views of every kept title
+    entries: list[str]  # most viewed first (ties by string)
+    views: dict[str, int]  # summed qualifying views of every kept title
     files: int = 0
     lines: int = 0
-    project_lines: int = 0      # lines of the requested project
-    skipped_lines: int = 0      # malformed: not 4 space-separated fields, bad view count, invalid UTF-8
+    project_lines: int = 0  # lines of the requested project
+    skipped_lines: int = 0  # malformed: not 4 space-separated fields, bad view count, invalid UTF-8
 
 
-def title_entries(paths: Iterable[str | Path], *, project: str = "en", min_hourly: int = 50,
-                  min_total: int = 70) -> TitleEntries:
+def title_entries(
+    paths: Iterable[str | Path], *, project: str = "en", min_hourly: int = 50, min_total: int = 70
+) -> TitleEntries:
     """Popular page titles from hourly pageview dumps (``project title views bytes`` lines).
 
     Only ``project`` lines count (v1: ``en``, desktop; ``en.m`` is mobile). An hourly line adds its views only if

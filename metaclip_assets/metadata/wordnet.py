@@ -10,6 +10,7 @@ database files ourselves:
   lemma; :func:`wordnet_synset_names` still builds full names (it reads the index files) for checks and debugging.
 * wn's copy has CRLF line endings. That breaks byte offsets (which we never seek to) but not line parsing.
 """
+
 from __future__ import annotations
 
 import importlib.util

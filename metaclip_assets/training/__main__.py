@@ -33,8 +33,10 @@ def materialization_metadata(result: dict) -> dict:
         "t": {"raw_value": result["t"], "type": "int"},
         "data": {"raw_value": result["data"], "type": "json"},
         "loss_curve": {"raw_value": result["loss_curve"], "type": "json"},
-        "resumed_from_step": {"raw_value": result["resumed_from_step"], "type": "null"
-                              if result["resumed_from_step"] is None else "int"},
+        "resumed_from_step": {
+            "raw_value": result["resumed_from_step"],
+            "type": "null" if result["resumed_from_step"] is None else "int",
+        },
         "warm_start_from": {"raw_value": result["warm_start_from"] or "none", "type": "text"},
     }
     if result["mlflow_run_id"]:
@@ -58,13 +60,25 @@ def main(argv: list[str] | None = None) -> int:
             pipes.report_asset_check("loss_finite", passed=False, metadata={"error": str(exc)})
             raise
         pipes.report_asset_materialization(metadata=materialization_metadata(result))
-        pipes.report_asset_check("loss_finite", passed=result["loss_finite"],
-                                 metadata={"final_loss": {"raw_value": result["final_loss"], "type": "float"},
-                                           "steps": {"raw_value": result["steps"], "type": "int"}})
+        pipes.report_asset_check(
+            "loss_finite",
+            passed=result["loss_finite"],
+            metadata={
+                "final_loss": {"raw_value": result["final_loss"], "type": "float"},
+                "steps": {"raw_value": result["steps"], "type": "int"},
+            },
+        )
 
-    return pipes_entry.run(argv, prog="python -m metaclip_assets.training", description=__doc__,
-                           config_name="TrainConfig", extra_key="train_config", build_config=build_config,
-                           standalone=standalone, with_pipes=with_pipes)
+    return pipes_entry.run(
+        argv,
+        prog="python -m metaclip_assets.training",
+        description=__doc__,
+        config_name="TrainConfig",
+        extra_key="train_config",
+        build_config=build_config,
+        standalone=standalone,
+        with_pipes=with_pipes,
+    )
 
 
 if __name__ == "__main__":

@@ -44,8 +44,7 @@ def load(path: str | os.PathLike, map_location="cpu") -> dict:
 
 def rng_state() -> dict:
     version, internal, gauss = random.getstate()
-    state = {"python": {"version": version, "internal": list(internal), "gauss": gauss},
-             "torch": torch.get_rng_state()}
+    state = {"python": {"version": version, "internal": list(internal), "gauss": gauss}, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state

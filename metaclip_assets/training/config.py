@@ -22,10 +22,21 @@ LARGE_MODEL_MARKERS = ("-L-", "-H-", "-bigG-", "-g-")
 OPENAI_WARMUP_STEPS = 2000
 
 # Fields that do not change what is trained: a checkpoint written under other values of these can be resumed.
-OPERATIONAL_FIELDS = frozenset({
-    "threads", "workers", "log_every", "checkpoint_every", "tracking_uri", "mlflow_ui_url", "experiment",
-    "data_card_paths", "log_checkpoint_artifact", "device", "progress_every_s",
-})
+OPERATIONAL_FIELDS = frozenset(
+    {
+        "threads",
+        "workers",
+        "log_every",
+        "checkpoint_every",
+        "tracking_uri",
+        "mlflow_ui_url",
+        "experiment",
+        "data_card_paths",
+        "log_checkpoint_artifact",
+        "device",
+        "progress_every_s",
+    }
+)
 
 
 @dataclass
@@ -123,7 +134,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:  # a typo in a key must not silently fall back to a default

@@ -36,17 +36,23 @@ class DataPlan:
     earlier_shard_counts: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> dict:
-        return {"current_shards": len(self.current), "replay_shards": len(self.replay),
-                "replay_weight": round(self.replay_weight, 4), "replay_source": self.replay_source,
-                "buffer_samples": self.buffer_samples, "earlier_shard_counts": self.earlier_shard_counts}
+        return {
+            "current_shards": len(self.current),
+            "replay_shards": len(self.replay),
+            "replay_weight": round(self.replay_weight, 4),
+            "replay_source": self.replay_source,
+            "buffer_samples": self.buffer_samples,
+            "earlier_shard_counts": self.earlier_shard_counts,
+        }
 
 
 def plan_data(cfg, log=print) -> DataPlan:
     current = list(cfg.shard_urls) or (snapshot_shards(cfg.shard_root, cfg.snapshot) if cfg.shard_root else [])
     if not current:
         where = os.path.join(cfg.shard_root or "<shard_root unset>", cfg.snapshot, "*.tar")
-        raise FileNotFoundError(f"no training shards for snapshot {cfg.snapshot} ({where}): "
-                                "materialize webdataset_shards for it first")
+        raise FileNotFoundError(
+            f"no training shards for snapshot {cfg.snapshot} ({where}): materialize webdataset_shards for it first"
+        )
     plan = DataPlan(current=current)
     if cfg.strategy == "sequential" or not cfg.earlier_snapshots:
         return plan
@@ -65,8 +71,9 @@ def plan_data(cfg, log=print) -> DataPlan:
         plan.replay_source = "earlier_shards"
     if plan.replay:
         # A set ratio upsamples the (smaller) side to it; None keeps the natural union's proportions.
-        plan.replay_weight = (cfg.replay_ratio if cfg.replay_ratio is not None
-                              else len(plan.replay) / (len(plan.replay) + len(current)))
+        plan.replay_weight = (
+            cfg.replay_ratio if cfg.replay_ratio is not None else len(plan.replay) / (len(plan.replay) + len(current))
+        )
     return plan
 
 
@@ -80,8 +87,11 @@ def build_replay_buffer(earlier: dict[str, list[str]], n_samples: int, out_dir: 
             return done["samples"]
     out_dir.mkdir(parents=True, exist_ok=True)
     sources = [s for s in earlier if earlier[s]]
-    quotas = {s: n_samples // len(sources) + (i < n_samples % len(sources)) for i, s in enumerate(sources)} \
-        if sources else {}
+    quotas = (
+        {s: n_samples // len(sources) + (i < n_samples % len(sources)) for i, s in enumerate(sources)}
+        if sources
+        else {}
+    )
     tmp = out_dir / f".buffer-000000.tar.tmp-{os.getpid()}"
     written = 0
     with wds.TarWriter(str(tmp)) as sink:
@@ -92,8 +102,12 @@ def build_replay_buffer(earlier: dict[str, list[str]], n_samples: int, out_dir: 
             for sample in wds.DataPipeline(wds.SimpleShardList(shards), wds.tarfile_to_samples()):
                 if taken >= quotas[snap]:
                     break
-                sink.write({"__key__": f"{snap}/{sample['__key__']}".replace(".", "_"),
-                            **{k: v for k, v in sample.items() if not k.startswith("__")}})
+                sink.write(
+                    {
+                        "__key__": f"{snap}/{sample['__key__']}".replace(".", "_"),
+                        **{k: v for k, v in sample.items() if not k.startswith("__")},
+                    }
+                )
                 taken += 1
             written += taken
     os.replace(tmp, out_dir / "buffer-000000.tar")
@@ -128,8 +142,9 @@ def _stream(urls: list[str], seed: int, preprocess, shuffle_buffer: int):
     )
 
 
-def batches(plan: DataPlan, preprocess, tokenizer, batch_size: int, seed: int, shuffle_buffer: int = 1000,
-            workers: int = 0):
+def batches(
+    plan: DataPlan, preprocess, tokenizer, batch_size: int, seed: int, shuffle_buffer: int = 1000, workers: int = 0
+):
     """Endless iterator of (images [B,3,H,W], tokens [B,ctx]); texts are tokenized per batch, in one call."""
     streams = [_stream(plan.current, seed, preprocess, shuffle_buffer)]
     probs = [1.0]
@@ -141,9 +156,11 @@ def batches(plan: DataPlan, preprocess, tokenizer, batch_size: int, seed: int, s
         images, texts = zip(*samples)
         return torch.stack(images), tokenizer(list(texts))
 
-    pipeline = wds.DataPipeline(_Mix(streams, probs, seed), wds.batched(batch_size, collation_fn=collate,
-                                                                        partial=False))
+    pipeline = wds.DataPipeline(
+        _Mix(streams, probs, seed), wds.batched(batch_size, collation_fn=collate, partial=False)
+    )
     if workers <= 0:
         return iter(pipeline)
-    return iter(wds.WebLoader(pipeline, batch_size=None, num_workers=workers, persistent_workers=True,
-                              prefetch_factor=4))
+    return iter(
+        wds.WebLoader(pipeline, batch_size=None, num_workers=workers, persistent_workers=True, prefetch_factor=4)
+    )

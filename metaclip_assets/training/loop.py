@@ -17,6 +17,7 @@ from pathlib import Path
 import open_clip
 import torch
 
+from metaclip_assets import settings
 from metaclip_assets.training import checkpoint, data, models
 from metaclip_assets.training.config import TrainConfig, lr_at
 from metaclip_assets.training.tracking import Tracker
@@ -28,12 +29,13 @@ RESULT = "result.json"
 def code_version() -> str:
     """$METACLIP_CODE_VERSION (set in the training image), else `git describe` of the checkout (dev, CI), else
     the installed package version."""
-    if os.environ.get("METACLIP_CODE_VERSION", "unknown") != "unknown":
-        return os.environ["METACLIP_CODE_VERSION"]
+    if settings.code_version():
+        return settings.code_version()
     here = Path(__file__).resolve().parent
     try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty", "--tags"], cwd=here, capture_output=True,
-                             text=True, timeout=10)
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--tags"], cwd=here, capture_output=True, text=True, timeout=10
+        )
         if out.returncode == 0 and out.stdout.strip():
             return out.stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
@@ -64,12 +66,17 @@ class Trainer:
         self._stop_signal: int | None = None
 
     # ---- setup: model, optimizer, and where training starts from -----------------------------------------
-    def prepare(self) -> "Trainer":
+    def prepare(self) -> Trainer:
         cfg = self.cfg
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        self.device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available()
-                                   else "cpu" if cfg.device == "auto" else cfg.device)
+        self.device = torch.device(
+            "cuda"
+            if cfg.device == "auto" and torch.cuda.is_available()
+            else "cpu"
+            if cfg.device == "auto"
+            else cfg.device
+        )
         on_cuda = self.device.type == "cuda"
         self.precision = ("amp" if on_cuda else "fp32") if cfg.precision == "auto" else cfg.precision
         if on_cuda:  # as open_clip_train: TF32 matmuls, cudnn autotuning
@@ -80,8 +87,9 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model, self.preprocess, self.tokenizer = models.build(cfg.model, self.device)
         self.loss_fn = open_clip.ClipLoss()
-        self.optimizer = torch.optim.AdamW(models.param_groups(self.model, cfg.weight_decay), lr=cfg.base_lr,
-                                           betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+        self.optimizer = torch.optim.AdamW(
+            models.param_groups(self.model, cfg.weight_decay), lr=cfg.base_lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps
+        )
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "amp" and on_cuda else None
         self.step = self.samples_seen = 0
         self.resumed_from: int | None = None
@@ -105,19 +113,28 @@ class Trainer:
                 (self.out / "mlflow_run.json").unlink(missing_ok=True)
         if self.resumed_from is None and cfg.warm_started:
             if not os.path.isfile(cfg.warm_start_from):
-                raise FileNotFoundError(f"warm start checkpoint {cfg.warm_start_from} is missing: train the previous "
-                                        "snapshot first (or use strategy 'from_scratch')")
+                raise FileNotFoundError(
+                    f"warm start checkpoint {cfg.warm_start_from} is missing: train the previous "
+                    "snapshot first (or use strategy 'from_scratch')"
+                )
             self.model.load_state_dict(checkpoint.load(cfg.warm_start_from)["model"])
             self.log(f"warm start from {cfg.warm_start_from} (fresh optimizer and schedule, no warmup)")
         return self
 
     def _save_latest(self) -> None:
-        checkpoint.save_atomic({
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "step": self.step, "samples_seen": self.samples_seen, "rng": checkpoint.rng_state(),
-            "config": self.cfg.to_dict(), "fingerprint": self.cfg.fingerprint(),
-        }, self.out / checkpoint.LATEST)
+        checkpoint.save_atomic(
+            {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                "step": self.step,
+                "samples_seen": self.samples_seen,
+                "rng": checkpoint.rng_state(),
+                "config": self.cfg.to_dict(),
+                "fingerprint": self.cfg.fingerprint(),
+            },
+            self.out / checkpoint.LATEST,
+        )
 
     def _on_signal(self, signum, _frame) -> None:  # K8s eviction/preemption sends SIGTERM first
         self._stop_signal = signum
@@ -136,16 +153,29 @@ class Trainer:
         tracker = Tracker(uri, cfg.experiment, cfg.mlflow_ui_url) if uri else None
         data_card_sha = files_sha256(cfg.data_card_paths)
         if tracker:
-            tracker.start(cfg.output_dir, run_name=f"{cfg.snapshot}/{cfg.model}",
-                          tags={"snapshot": cfg.snapshot, "model": cfg.model, "t": str(cfg.t),
-                                "strategy": cfg.strategy})
-            tracker.log_params({**cfg.to_dict(), "t": cfg.t, "total_steps": cfg.total_steps,
-                                "base_lr_effective": cfg.base_lr, "warmup_effective": cfg.effective_warmup,
-                                "precision_effective": self.precision, "device_type": self.device.type,
-                                "data_card_sha256": data_card_sha or "none", "code_version": code_version(),
-                                "shards_current": len(plan.current), "shards_replay": len(plan.replay),
-                                "replay_weight": plan.replay_weight, "replay_buffer_samples_actual":
-                                plan.buffer_samples, "fingerprint": cfg.fingerprint()})
+            tracker.start(
+                cfg.output_dir,
+                run_name=f"{cfg.snapshot}/{cfg.model}",
+                tags={"snapshot": cfg.snapshot, "model": cfg.model, "t": str(cfg.t), "strategy": cfg.strategy},
+            )
+            tracker.log_params(
+                {
+                    **cfg.to_dict(),
+                    "t": cfg.t,
+                    "total_steps": cfg.total_steps,
+                    "base_lr_effective": cfg.base_lr,
+                    "warmup_effective": cfg.effective_warmup,
+                    "precision_effective": self.precision,
+                    "device_type": self.device.type,
+                    "data_card_sha256": data_card_sha or "none",
+                    "code_version": code_version(),
+                    "shards_current": len(plan.current),
+                    "shards_replay": len(plan.replay),
+                    "replay_weight": plan.replay_weight,
+                    "replay_buffer_samples_actual": plan.buffer_samples,
+                    "fingerprint": cfg.fingerprint(),
+                }
+            )
             config_file = self.out / "train_config.json"
             config_file.write_text(json.dumps(cfg.to_dict(), indent=2))
             tracker.log_artifact(config_file)
@@ -157,10 +187,20 @@ class Trainer:
         log_path = self.out / TRAIN_LOG
         history = self._load_history(log_path)
         if batches is None:  # reseeded by the resume step: a resumed run draws new samples, not the same ones again
-            batches = data.batches(plan, self.preprocess, self.tokenizer, cfg.batch_size, seed=cfg.seed + self.step,
-                                   shuffle_buffer=cfg.shuffle_buffer, workers=cfg.workers)
-        autocast = (torch.autocast("cuda", dtype=torch.bfloat16 if self.precision == "amp_bf16" else torch.float16)
-                    if self.precision.startswith("amp") and self.device.type == "cuda" else contextlib.nullcontext())
+            batches = data.batches(
+                plan,
+                self.preprocess,
+                self.tokenizer,
+                cfg.batch_size,
+                seed=cfg.seed + self.step,
+                shuffle_buffer=cfg.shuffle_buffer,
+                workers=cfg.workers,
+            )
+        autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16 if self.precision == "amp_bf16" else torch.float16)
+            if self.precision.startswith("amp") and self.device.type == "cuda"
+            else contextlib.nullcontext()
+        )
         # Signal handlers can only be set from the main thread (an embedding caller may use another one).
         on_main = threading.current_thread() is threading.main_thread()
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM,)} if on_main else {}
@@ -206,8 +246,13 @@ class Trainer:
                     self.step += 1
                     self.samples_seen += images.shape[0]
                     n_interval += images.shape[0]
-                    row = {"step": self.step, "loss": loss_value, "lr": lr, "samples_seen": self.samples_seen,
-                           "t": round(time.perf_counter() - t_start, 4)}  # seconds into this process's training
+                    row = {
+                        "step": self.step,
+                        "loss": loss_value,
+                        "lr": lr,
+                        "samples_seen": self.samples_seen,
+                        "t": round(time.perf_counter() - t_start, 4),
+                    }  # seconds into this process's training
                     history.append(row)
                     log_file.write(json.dumps(row) + "\n")
                     pending.append((self.step, {"loss": loss_value, "lr": lr}))
@@ -217,16 +262,23 @@ class Trainer:
                     now = time.perf_counter()
                     if self.step % cfg.log_every == 0 or self.step == total:
                         rate = n_interval / (now - t_interval)
-                        pending[-1][1].update({"samples_per_s": rate, "data_wait_share": data_wait / (now - t_interval),
-                                               "logit_scale": logit_scale_param.exp().item()})
+                        pending[-1][1].update(
+                            {
+                                "samples_per_s": rate,
+                                "data_wait_share": data_wait / (now - t_interval),
+                                "logit_scale": logit_scale_param.exp().item(),
+                            }
+                        )
                         log_file.flush()
                         if tracker:
                             tracker.log_metrics(pending)
                         pending, t_interval, n_interval, data_wait = [], now, 0, 0.0
                         if now - last_progress >= cfg.progress_every_s or self.step == total:
                             last_progress = now
-                            log(f"step {self.step}/{total} ({100 * self.step / total:.0f}%) loss {loss_value:.4f} "
-                                f"lr {lr:.3g} {rate:.1f} samples/s")
+                            log(
+                                f"step {self.step}/{total} ({100 * self.step / total:.0f}%) loss {loss_value:.4f} "
+                                f"lr {lr:.3g} {rate:.1f} samples/s"
+                            )
                     if self.step % cfg.checkpoint_every == 0 and self.step < total:
                         log_file.flush()
                         self._save_latest()
@@ -236,16 +288,24 @@ class Trainer:
                         status = "KILLED"
                         raise SystemExit(128 + self._stop_signal)
             elapsed = time.perf_counter() - t_start
-            final_path = checkpoint.save_atomic({
-                "model": self.model.state_dict(), "model_name": cfg.model, "config": cfg.to_dict(),
-                "step": self.step, "samples_seen": self.samples_seen, "final_loss": loss_value,
-            }, self.out / checkpoint.FINAL)
+            final_path = checkpoint.save_atomic(
+                {
+                    "model": self.model.state_dict(),
+                    "model_name": cfg.model,
+                    "config": cfg.to_dict(),
+                    "step": self.step,
+                    "samples_seen": self.samples_seen,
+                    "final_loss": loss_value,
+                },
+                self.out / checkpoint.FINAL,
+            )
             # Finished: the next launch in this dir is a new training, not a resume of this one.
             (self.out / checkpoint.LATEST).unlink(missing_ok=True)
             result = self._result(plan, history, final_path, started_step, elapsed, data_card_sha, tracker)
             if tracker:
-                tracker.log_metrics([(self.step, {"final_loss": result["final_loss"],
-                                                  "samples_per_s_avg": result["samples_per_s"]})])
+                tracker.log_metrics(
+                    [(self.step, {"final_loss": result["final_loss"], "samples_per_s_avg": result["samples_per_s"]})]
+                )
                 if cfg.log_checkpoint_artifact:
                     tracker.log_artifact(final_path, "checkpoint")
                 tracker.set_tags({"checkpoint_path": str(final_path.resolve())})
@@ -284,21 +344,28 @@ class Trainer:
 
     def _result(self, plan, history, final_path, started_step, elapsed, data_card_sha, tracker) -> dict:
         losses = [r["loss"] for r in history]
-        tail = losses[-max(1, min(self.cfg.log_every, len(losses))):]
+        tail = losses[-max(1, min(self.cfg.log_every, len(losses))) :]
         stride = max(1, len(history) // 100)
         steps_here = self.step - started_step
         return {
-            "snapshot": self.cfg.snapshot, "model": self.cfg.model, "t": self.cfg.t, "strategy": self.cfg.strategy,
+            "snapshot": self.cfg.snapshot,
+            "model": self.cfg.model,
+            "t": self.cfg.t,
+            "strategy": self.cfg.strategy,
             "final_loss": sum(tail) / len(tail) if tail else float("nan"),
             "last_loss": losses[-1] if losses else float("nan"),
             "first_loss": losses[0] if losses else float("nan"),
             "loss_finite": all(math.isfinite(x) for x in losses),
-            "steps": self.step, "samples_seen": self.samples_seen,
+            "steps": self.step,
+            "samples_seen": self.samples_seen,
             "samples_per_s": steps_here * self.cfg.batch_size / elapsed if elapsed > 0 and steps_here else 0.0,
-            "resumed_from_step": self.resumed_from, "warm_start_from": self.cfg.warm_start_from
-            if self.cfg.warm_started else None,
-            "checkpoint_path": str(final_path.resolve()), "device": str(self.device), "precision": self.precision,
-            "data": plan.summary(), "data_card_sha256": data_card_sha,
+            "resumed_from_step": self.resumed_from,
+            "warm_start_from": self.cfg.warm_start_from if self.cfg.warm_started else None,
+            "checkpoint_path": str(final_path.resolve()),
+            "device": str(self.device),
+            "precision": self.precision,
+            "data": plan.summary(),
+            "data_card_sha256": data_card_sha,
             "mlflow_run_id": tracker.run_id if tracker else None,
             "mlflow_run_url": tracker.run_url if tracker else None,
             "mlflow_experiment_id": tracker.experiment_id if tracker else None,

@@ -15,8 +15,16 @@ from pathlib import Path
 import webdataset as wds
 from PIL import Image, ImageDraw
 
-COLOURS = {"red": (220, 30, 30), "green": (30, 180, 40), "blue": (30, 60, 220), "yellow": (235, 220, 40),
-           "purple": (140, 40, 180), "orange": (245, 140, 20), "white": (245, 245, 245), "black": (15, 15, 15)}
+COLOURS = {
+    "red": (220, 30, 30),
+    "green": (30, 180, 40),
+    "blue": (30, 60, 220),
+    "yellow": (235, 220, 40),
+    "purple": (140, 40, 180),
+    "orange": (245, 140, 20),
+    "white": (245, 245, 245),
+    "black": (15, 15, 15),
+}
 SHAPES = ("circle", "square", "triangle")
 TEMPLATES = ("a photo of a {c} {s}", "a {c} {s}", "{c} {s} on a plain background", "an image of a {c} {s}")
 
@@ -37,8 +45,14 @@ def toy_image(colour: str, shape: str, rng: random.Random, size: int) -> Image.I
     return img
 
 
-def make_toy_shards(out_dir: str | Path, n_shards: int = 2, per_shard: int = 128, size: int = 32, seed: int = 0,
-                    colours: tuple[str, ...] | None = None) -> list[str]:
+def make_toy_shards(
+    out_dir: str | Path,
+    n_shards: int = 2,
+    per_shard: int = 128,
+    size: int = 32,
+    seed: int = 0,
+    colours: tuple[str, ...] | None = None,
+) -> list[str]:
     """Write n_shards tar files into out_dir; returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -53,7 +67,13 @@ def make_toy_shards(out_dir: str | Path, n_shards: int = 2, per_shard: int = 128
                 buf = io.BytesIO()
                 toy_image(colour, shape, rng, size).save(buf, format="JPEG", quality=90)
                 caption = rng.choice(TEMPLATES).format(c=colour, s=shape)
-                sink.write({"__key__": f"{seed:04d}{shard:04d}{i:06d}", "jpg": buf.getvalue(), "txt": caption,
-                            "json": json.dumps({"colour": colour, "shape": shape, "width": size, "height": size})})
+                sink.write(
+                    {
+                        "__key__": f"{seed:04d}{shard:04d}{i:06d}",
+                        "jpg": buf.getvalue(),
+                        "txt": caption,
+                        "json": json.dumps({"colour": colour, "shape": shape, "width": size, "height": size}),
+                    }
+                )
         paths.append(str(path))
     return paths

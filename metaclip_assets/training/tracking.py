@@ -19,7 +19,7 @@ def sqlite_artifact_root(uri: str) -> str | None:
     """sqlite:////abs/mlflow.db -> file:///abs/artifacts (MLflow would otherwise use ./mlruns in the cwd)."""
     if not uri.startswith("sqlite:///"):
         return None
-    db = Path(uri[len("sqlite:///"):])
+    db = Path(uri[len("sqlite:///") :])
     db.parent.mkdir(parents=True, exist_ok=True)
     return (db.parent / "artifacts").resolve().as_uri()
 
@@ -31,7 +31,7 @@ class Tracker:
         self.uri, self.experiment = uri, experiment
         artifact_root = sqlite_artifact_root(uri)
         self.client = MlflowClient(tracking_uri=uri)
-        self.ui_url = (uri if urlparse(uri).scheme in ("http", "https") else ui_url or "http://127.0.0.1:5000")
+        self.ui_url = uri if urlparse(uri).scheme in ("http", "https") else ui_url or "http://127.0.0.1:5000"
         found = self.client.get_experiment_by_name(experiment)
         if found is None:
             try:
@@ -80,7 +80,7 @@ class Tracker:
         existing = self.client.get_run(self.run_id).data.params if self.resumed else {}
         items = [Param(k, _param_str(v)) for k, v in params.items() if k not in existing]
         for i in range(0, len(items), 100):  # log_batch takes at most 100 params
-            self.client.log_batch(self.run_id, params=items[i:i + 100])
+            self.client.log_batch(self.run_id, params=items[i : i + 100])
 
     def log_metrics(self, rows: list[tuple[int, dict[str, float]]]) -> None:
         from mlflow.entities import Metric
@@ -88,7 +88,7 @@ class Tracker:
         now = int(time.time() * 1000)
         metrics = [Metric(k, float(v), now, step) for step, values in rows for k, v in values.items()]
         for i in range(0, len(metrics), 1000):
-            self.client.log_batch(self.run_id, metrics=metrics[i:i + 1000])
+            self.client.log_batch(self.run_id, metrics=metrics[i : i + 1000])
 
     def set_tags(self, tags: dict[str, str]) -> None:
         for k, v in tags.items():
@@ -103,4 +103,4 @@ class Tracker:
 
 def _param_str(value) -> str:
     text = value if isinstance(value, str) else json.dumps(value)
-    return text if len(text) <= MAX_PARAM_CHARS else text[:MAX_PARAM_CHARS - 3] + "..."
+    return text if len(text) <= MAX_PARAM_CHARS else text[: MAX_PARAM_CHARS - 3] + "..."

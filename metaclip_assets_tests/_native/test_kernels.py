@@ -5,6 +5,7 @@ or hand the record back to it. The fuzz test below damages WAT payloads in the w
 JSON scanner (escapes, UTF-8, duplicate and escaped keys, wrong types on the tracked path, Unicode
 whitespace, odd URLs) and compares whole-file results; it also checks that both paths really ran.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -16,11 +17,19 @@ import numpy as np
 import pytest
 
 from metaclip_assets import _native
-from metaclip_assets.crawl import pool
-from metaclip_assets.crawl import wat
+from metaclip_assets.crawl import pool, wat
 from metaclip_assets.crawl.urls import UrlResolver
-
-from metaclip_assets_tests.crawl.test_pool import PAGE, PAGE_LINKS, SNAP, _random_links, _warcinfo, img, wat_json, wat_record, write_members
+from metaclip_assets_tests.crawl.test_pool import (
+    PAGE,
+    PAGE_LINKS,
+    SNAP,
+    _random_links,
+    _warcinfo,
+    img,
+    wat_json,
+    wat_record,
+    write_members,
+)
 
 
 def test_ids_equal_hashlib():
@@ -31,8 +40,10 @@ def test_ids_equal_hashlib():
     urls = ["".join(rng.choice(alphabet) for _ in range(n)) for n in lengths]
     texts = ["".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 300))) for _ in lengths]
     urls[10:13] = ["same"] * 3  # consecutive equal URLs share one uuid computation
-    expected = [int.from_bytes(hashlib.blake2b(f"{u}\x00{t}".encode(), digest_size=8).digest(), "little")
-                for u, t in zip(urls, texts)]
+    expected = [
+        int.from_bytes(hashlib.blake2b(f"{u}\x00{t}".encode(), digest_size=8).digest(), "little")
+        for u, t in zip(urls, texts)
+    ]
     detected = _native.sha_extensions()
     try:  # sha224 on the x86 SHA extensions where the CPU has them, and the portable loop
         for use_sha_ni in sorted({detected, False}):
@@ -55,22 +66,87 @@ def test_strip_is_str_strip_for_every_code_point():
         c = chr(cp)
         s = f"{c}{c}x{c}y{c}"
         assert _native.strip(s) == s.strip(), hex(cp)
-    assert _native.strip("\u3000 \t\u2028 a b \x85\xa0\u205f") == "a b"
+    assert _native.strip("\u3000 \t\u2028 a b \x85\xa0\u205f") == "a b"  # noqa: B005 - our strip(), not str's
 
 
 # --------------------------------------------------------------------------------------------
 # rows: compiled == Python, on damaged payloads
 
-_INSERTS = [b'"', b"\\", b"{", b"}", b"[", b"]", b",", b":", b"\x00", b"\x1f", b"\x7f", b"\x80", b"\xc3", b"\xe9",
-            b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xc0\xaf", b"\\u00e9", b"\\ud800", b"\\udc00", b"\\ud83d\\ude00",
-            b"\\u0000", b"\\/", b"\\n", b"\\x", b" ", b"\t", b"null", b"1e5", b"-0", b"01", b"true", b"NaN", b"\xef\xbb\xbf"]
+_INSERTS = [
+    b'"',
+    b"\\",
+    b"{",
+    b"}",
+    b"[",
+    b"]",
+    b",",
+    b":",
+    b"\x00",
+    b"\x1f",
+    b"\x7f",
+    b"\x80",
+    b"\xc3",
+    b"\xe9",
+    b"\xed\xa0\x80",
+    b"\xf4\x90\x80\x80",
+    b"\xc0\xaf",
+    b"\\u00e9",
+    b"\\ud800",
+    b"\\udc00",
+    b"\\ud83d\\ude00",
+    b"\\u0000",
+    b"\\/",
+    b"\\n",
+    b"\\x",
+    b" ",
+    b"\t",
+    b"null",
+    b"1e5",
+    b"-0",
+    b"01",
+    b"true",
+    b"NaN",
+    b"\xef\xbb\xbf",
+]
 _SPACES = ["\u3000", "\xa0", "\x85", "\u2028", "\u200b", "\u180e", "\x1c", "\x0b", " ", "\t", "\r\n"]
-_SRCS = ["/a.jpg", "b.png", "//cdn.example.net/c.gif", "https://x.example/d.jpg?q=1", "../../e.jpg", "./f.jpg",
-         "DATA:image/png;base64,AA", "data:", "http://[::1/x", "javascript:x", "/a/./b.jpg", "a//b.jpg", "?x",
-         "https://x.example:80/p;q", "https://bü.example/i.jpg", "/é.jpg", "\\\\x.jpg", "#f", "", "   "]
-_TRACKED = [b'"Envelope"', b'"Payload-Metadata"', b'"HTTP-Response-Metadata"', b'"HTML-Metadata"', b'"Head"',
-            b'"Links"', b'"WARC-Header-Metadata"', b'"WARC-Target-URI"', b'"WARC-Date"', b'"path"', b'"url"',
-            b'"alt"', b'"title"', b'"data-image-title"']
+_SRCS = [
+    "/a.jpg",
+    "b.png",
+    "//cdn.example.net/c.gif",
+    "https://x.example/d.jpg?q=1",
+    "../../e.jpg",
+    "./f.jpg",
+    "DATA:image/png;base64,AA",
+    "data:",
+    "http://[::1/x",
+    "javascript:x",
+    "/a/./b.jpg",
+    "a//b.jpg",
+    "?x",
+    "https://x.example:80/p;q",
+    "https://bü.example/i.jpg",
+    "/é.jpg",
+    "\\\\x.jpg",
+    "#f",
+    "",
+    "   ",
+]
+_TRACKED = [
+    b'"Envelope"',
+    b'"Payload-Metadata"',
+    b'"HTTP-Response-Metadata"',
+    b'"HTML-Metadata"',
+    b'"Head"',
+    b'"Links"',
+    b'"WARC-Header-Metadata"',
+    b'"WARC-Target-URI"',
+    b'"WARC-Date"',
+    b'"path"',
+    b'"url"',
+    b'"alt"',
+    b'"title"',
+    b'"data-image-title"',
+]
 
 
 def _links(rng: random.Random) -> list[dict]:
@@ -80,7 +156,8 @@ def _links(rng: random.Random) -> list[dict]:
             link["url"] = rng.choice(_SPACES) + rng.choice(_SRCS) + rng.choice(_SPACES)
         if rng.random() < 0.3:
             link[rng.choice(["alt", "title", "data-image-title"])] = (
-                rng.choice(_SPACES) + rng.choice(["dog", "", "a\rb", "東京"]) + rng.choice(_SPACES))
+                rng.choice(_SPACES) + rng.choice(["dog", "", "a\rb", "東京"]) + rng.choice(_SPACES)
+            )
     return links
 
 
@@ -92,7 +169,7 @@ def _damage(rng: random.Random, payload: bytes) -> bytes:
         if kind == 0:  # insert a troublesome token anywhere
             payload = payload[:pos] + rng.choice(_INSERTS) + payload[pos:]
         elif kind == 1:  # cut a span
-            payload = payload[:pos] + payload[pos + rng.randint(1, 30):]
+            payload = payload[:pos] + payload[pos + rng.randint(1, 30) :]
         elif kind == 2:  # repeat a tracked key (JSON keeps the last one)
             key = rng.choice(_TRACKED)
             i = payload.find(key)
@@ -106,13 +183,15 @@ def _damage(rng: random.Random, payload: bytes) -> bytes:
             i = payload.find(key + b":")
             if i >= 0:
                 i += len(key) + 1
-                payload = payload[:i] + rng.choice([b"5,", b"null,", b'"",', b"[],", b"{},", b'["IMG@/src"],']) + payload[i:]
+                payload = (
+                    payload[:i] + rng.choice([b"5,", b"null,", b'"",', b"[],", b"{},", b'["IMG@/src"],']) + payload[i:]
+                )
                 # the old value now follows a comma: turn it into an extra key's value
                 payload = payload.replace(b",", b',"zz":', 1) if rng.random() < 0.5 else payload
         elif kind == 5:  # a byte flip
             if payload:
                 i = rng.randrange(len(payload))
-                payload = payload[:i] + bytes([payload[i] ^ (1 << rng.randrange(8))]) + payload[i + 1:]
+                payload = payload[:i] + bytes([payload[i] ^ (1 << rng.randrange(8))]) + payload[i + 1 :]
         elif kind == 6:  # deep nesting in an untracked field
             depth = rng.choice([10, 255, 256, 257, 600])
             payload = payload.replace(b'"Container":', b'"Container":' + b"[" * depth + b"]" * depth + b',"c0":', 1)
@@ -125,10 +204,25 @@ def test_compiled_rows_equal_python_rows_on_damaged_payloads(tmp_path, monkeypat
     rng = random.Random(11)
     members = [_warcinfo()]
     for i in range(2500):
-        uri = rng.choice([f"https://h{i % 5}.example/d/p{i}.html", "https://h.example", "http://[::1]/x/", "<http://w.example/a/>",
-                          "https://h.example:8080/a/b/c.html?q=1#f", "http://h.example/a//b/", "https://h.example/./x",
-                          "https://u@h.example/p/", "https://bü.example/p", "http://h.example;p/x", "HTTP://H.example/x",
-                          "https://h.example/π/ü.html", "https://:80/x", " https://h.example/x", "https://h.example?q"])
+        uri = rng.choice(
+            [
+                f"https://h{i % 5}.example/d/p{i}.html",
+                "https://h.example",
+                "http://[::1]/x/",
+                "<http://w.example/a/>",
+                "https://h.example:8080/a/b/c.html?q=1#f",
+                "http://h.example/a//b/",
+                "https://h.example/./x",
+                "https://u@h.example/p/",
+                "https://bü.example/p",
+                "http://h.example;p/x",
+                "HTTP://H.example/x",
+                "https://h.example/π/ü.html",
+                "https://:80/x",
+                " https://h.example/x",
+                "https://h.example?q",
+            ]
+        )
         base = rng.choice([None, None, "/b/", "https://base.example/x/", " //cdn.example/ "])
         links = PAGE_LINKS if i % 50 == 0 else _links(rng)
         payload = wat_json(uri, links, base=base, date=rng.choice(["2024-05-18T01:58:10Z", ""]))
@@ -166,8 +260,33 @@ def test_page_parts_equal_url_resolver():
     """The page URLs rows() takes in C get exactly UrlResolver's shortcut state; the rest is left to Python."""
     rng = random.Random(9)
     starts = ["http://", "https://", "https://", "HTTP://", "ftp://", "http:/", "https://:80", "http://u@", ""]
-    pieces = ["a", "B", "é", "/", "/", "//", "?", "#", ";", ":", "@", "[", "]", "\\", " ", "\t", "\x7f", ".", "..",
-              "/.", "8080", "%20", "\u3000", "x.html", "h.example"]
+    pieces = [
+        "a",
+        "B",
+        "é",
+        "/",
+        "/",
+        "//",
+        "?",
+        "#",
+        ";",
+        ":",
+        "@",
+        "[",
+        "]",
+        "\\",
+        " ",
+        "\t",
+        "\x7f",
+        ".",
+        "..",
+        "/.",
+        "8080",
+        "%20",
+        "\u3000",
+        "x.html",
+        "h.example",
+    ]
     taken = 0
     for _ in range(20000):
         url = rng.choice(starts) + "".join(rng.choice(pieces) for _ in range(rng.randint(0, 8)))
@@ -176,8 +295,13 @@ def test_page_parts_equal_url_resolver():
             taken += 1
             assert parts == UrlResolver(url).shortcut_parts(), url
     assert taken > 500, taken  # 810 of these adversarial URLs
-    for url in ["https://h.example", "http://h.example/", "https://h.example:8080/a/b/c.html?q=1#f",
-                "https://h.example/a//b/", "https://h.example/é/"]:  # the common shapes are taken in C
+    for url in [
+        "https://h.example",
+        "http://h.example/",
+        "https://h.example:8080/a/b/c.html?q=1#f",
+        "https://h.example/a//b/",
+        "https://h.example/é/",
+    ]:  # the common shapes are taken in C
         assert _native.page_parts(url) == UrlResolver(url).shortcut_parts(), url
     for url in ["https://u@h.example/", "https://bü.example/", "http://[::1]/", "https://h.example;p/", "ftp://h/"]:
         assert _native.page_parts(url) is None, url
@@ -243,13 +367,16 @@ def test_member_framing_equals_python(tmp_path, monkeypatch):
         lambda h: h.replace(b"Content-Length: ", b"Content-Length: +"),
         lambda h: h.replace(b"WARC/1.0", b"WARC/1.1"),
         lambda h: h.replace(b"WARC/1.0", b"HTTP/1.1"),
-        lambda h: h.replace(b"WARC-Target-URI: ", b"WARC-Target-URI: <") .replace(b"\r\nWARC-Date", b">\r\nWARC-Date", 1),
+        lambda h: h.replace(b"WARC-Target-URI: ", b"WARC-Target-URI: <").replace(
+            b"\r\nWARC-Date", b">\r\nWARC-Date", 1
+        ),
     ]
     tails = [b"\r\n\r\n", b"", b"\r\n", b"\r\n\r\n\r\n", b"\n", b"\r\n\r\nx", b" \r\n\r\n"]
     members = [_warcinfo()]
-    for i in range(400):
-        payload = rng.choice([good, good, good, plain, plain, plain[:-30], plain.replace(b'"Payload-Metadata"', b'"P"'),
-                              b"{}"])
+    for _ in range(400):
+        payload = rng.choice(
+            [good, good, good, plain, plain, plain[:-30], plain.replace(b'"Payload-Metadata"', b'"P"'), b"{}"]
+        )
         if rng.random() < 0.3:  # a payload without the envelope URL: the WARC header's is used
             payload = payload.replace(f'"WARC-Target-URI":"{uri}"'.encode(), b'"WARC-Target-URI":""')
         rec = gzip.decompress(wat_record(uri, payload))

@@ -3,6 +3,7 @@ images (from ../shared/realdata when present, else made with Pillow) and curated
 
 Not a test module (no test_ prefix): imported by test_acquisition_*.py, which re-export its fixtures.
 """
+
 from __future__ import annotations
 
 import collections
@@ -63,8 +64,14 @@ class _Server(ThreadingHTTPServer):
     owner: ImageServer
 
 
-def send(h: BaseHTTPRequestHandler, body: bytes, ctype: str = "image/jpeg", *, status: int = 200,
-         headers: dict[str, str] | None = None) -> None:
+def send(
+    h: BaseHTTPRequestHandler,
+    body: bytes,
+    ctype: str = "image/jpeg",
+    *,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+) -> None:
     h.send_response(status)
     h.send_header("Content-Type", ctype)
     h.send_header("Content-Length", str(len(body)))
@@ -120,7 +127,7 @@ def slow_body(body: bytes, step: int = 64, pause: float = 0.05) -> Route:
         h.send_header("Content-Length", str(len(body)))
         h.end_headers()
         for i in range(0, len(body), step):
-            h.wfile.write(body[i: i + step])
+            h.wfile.write(body[i : i + step])
             h.wfile.flush()
             time.sleep(pause)
 
@@ -161,7 +168,7 @@ def chunked(body: bytes, ctype: str = "image/jpeg") -> Route:
         h.send_header("Transfer-Encoding", "chunked")
         h.end_headers()
         for i in range(0, len(body), 65536):
-            part = body[i: i + 65536]
+            part = body[i : i + 65536]
             h.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
         h.wfile.write(b"0\r\n\r\n")
 
@@ -203,9 +210,31 @@ def self_signed_cert(directory: Path, host: str) -> tuple[Path, Path]:
     if shutil.which("openssl") is None:
         pytest.skip("openssl CLI not available to make a test certificate")
     cert, key = directory / f"{host}.crt", directory / f"{host}.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                    "-days", "2", "-subj", f"/CN={host}", "-addext", f"subjectAltName=DNS:{host}",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True, timeout=30)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            f"/CN={host}",
+            "-addext",
+            f"subjectAltName=DNS:{host}",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
     return cert, key
 
 
@@ -228,7 +257,7 @@ def gzip_bomb(decoded_size: int) -> bytes:
 def made_jpeg(seed: int, size: tuple[int, int] = (96, 64)) -> bytes:
     rng = np.random.default_rng(seed)
     base = rng.integers(0, 255, (1, 1, 3))
-    yy, xx = np.mgrid[0: size[1], 0: size[0]]
+    yy, xx = np.mgrid[0 : size[1], 0 : size[0]]
     arr = (base + np.stack([xx * 2, yy * 3, (xx + yy)], axis=-1)) % 256
     buf = io.BytesIO()
     Image.fromarray(arr.astype(np.uint8)).save(buf, "JPEG", quality=90)
@@ -268,17 +297,19 @@ def curated_rows(pairs: list[tuple[str, str]], snapshot: str = "TEST-2024-01") -
     urls = [u for u, _ in pairs]
     texts = [t for _, t in pairs]
     n = len(pairs)
-    return pl.DataFrame({
-        "pair_id": pl.Series(pair_ids(urls, texts), dtype=pl.UInt64),
-        "image_uuid": [image_uuid(u) for u in urls],
-        "url": urls,
-        "text": texts,
-        "text_key": ["alt"] * n,
-        "snapshot": [snapshot] * n,
-        "source_file": ["crawl-00000.warc.gz"] * n,
-        "record_offset": pl.Series(range(0, n * 1000, 1000), dtype=pl.Int64),
-        "page_url": [f"https://example.org/page/{i // 3}" for i in range(n)],
-        "fetch_time": ["2024-01-01T00:00:00Z"] * n,
-        "source_format": ["warc"] * n,
-        "entry_ids": pl.Series([[i % 7, 100 + i % 3] for i in range(n)], dtype=pl.List(pl.UInt32)),
-    })
+    return pl.DataFrame(
+        {
+            "pair_id": pl.Series(pair_ids(urls, texts), dtype=pl.UInt64),
+            "image_uuid": [image_uuid(u) for u in urls],
+            "url": urls,
+            "text": texts,
+            "text_key": ["alt"] * n,
+            "snapshot": [snapshot] * n,
+            "source_file": ["crawl-00000.warc.gz"] * n,
+            "record_offset": pl.Series(range(0, n * 1000, 1000), dtype=pl.Int64),
+            "page_url": [f"https://example.org/page/{i // 3}" for i in range(n)],
+            "fetch_time": ["2024-01-01T00:00:00Z"] * n,
+            "source_format": ["warc"] * n,
+            "entry_ids": pl.Series([[i % 7, 100 + i % 3] for i in range(n)], dtype=pl.List(pl.UInt32)),
+        }
+    )

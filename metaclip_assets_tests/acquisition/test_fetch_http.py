@@ -4,6 +4,7 @@ Nothing here sends a packet to a non-loopback address: `socket.create_connection
 fail the test on) any connection to something other than 127.0.0.1, and forbidden names are "resolved" by an
 injected resolver, never by DNS.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -103,9 +104,17 @@ def test_gzip_content_encoding_is_decoded(server, connections):
     assert fetcher().fetch(server.url("/z.jpg")).body == JPEG
 
 
-@pytest.mark.parametrize("target", ["http://10.0.0.1/x.jpg", "http://169.254.169.254/latest/meta-data/",
-                                    "http://[::ffff:10.0.0.1]/x.jpg", "http://0.0.0.0:80/", "http://[fd00::1]/x",
-                                    "http://224.0.0.1/x"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "http://10.0.0.1/x.jpg",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::ffff:10.0.0.1]/x.jpg",
+        "http://0.0.0.0:80/",
+        "http://[fd00::1]/x",
+        "http://224.0.0.1/x",
+    ],
+)
 def test_redirect_to_forbidden_address_refused_before_connecting(server, connections, target):
     server.routes["/go"] = sup.redirect(target)
     r = fetcher().fetch(server.url("/go"))
@@ -215,11 +224,17 @@ def test_non_image_content_type_refused(server, connections):
     assert fetcher().fetch(server.url("/page")).reason_code == "not_image"
 
 
-@pytest.mark.parametrize("url,reason", [
-    ("ftp://127.0.0.1/a.jpg", "bad_url"), ("file:///etc/passwd", "bad_url"), ("javascript:alert(1)", "bad_url"),
-    ("http://user:secret@127.0.0.1/a.jpg", "url_credentials"), ("http:///nohost", "bad_url"),
-    ("http://127.0.0.1:99999/a.jpg", "bad_url"),
-])
+@pytest.mark.parametrize(
+    "url,reason",
+    [
+        ("ftp://127.0.0.1/a.jpg", "bad_url"),
+        ("file:///etc/passwd", "bad_url"),
+        ("javascript:alert(1)", "bad_url"),
+        ("http://user:secret@127.0.0.1/a.jpg", "url_credentials"),
+        ("http:///nohost", "bad_url"),
+        ("http://127.0.0.1:99999/a.jpg", "bad_url"),
+    ],
+)
 def test_bad_urls_refused_without_connecting(connections, url, reason):
     assert fetcher().fetch(url).reason_code == reason and connections == []
 
@@ -259,15 +274,40 @@ def test_per_host_concurrency_is_bounded(server, connections):
     assert 1 <= server.max_inflight["/slowish.jpg"] <= 2
 
 
-@pytest.mark.parametrize("ip,bad", [
-    ("8.8.8.8", False), ("2606:4700:4700::1111", False), ("::ffff:8.8.8.8", False), ("64:ff9b::808:808", False),
-    ("127.0.0.1", True), ("10.0.0.1", True), ("172.16.0.1", True), ("192.168.1.1", True), ("100.64.0.1", True),
-    ("169.254.169.254", True), ("0.0.0.0", True), ("224.0.0.1", True), ("239.255.255.250", True),
-    ("255.255.255.255", True), ("240.0.0.1", True), ("198.18.0.1", True), ("::1", True), ("::", True),
-    ("fe80::1", True), ("fc00::1", True), ("fec0::1", True), ("ff02::1", True), ("ff0e::1", True),
-    ("::ffff:127.0.0.1", True), ("::ffff:169.254.169.254", True), ("::127.0.0.1", True), ("64:ff9b::a00:1", True),
-    ("2002:a00:1::", True), ("2001:db8::1", True),
-])
+@pytest.mark.parametrize(
+    "ip,bad",
+    [
+        ("8.8.8.8", False),
+        ("2606:4700:4700::1111", False),
+        ("::ffff:8.8.8.8", False),
+        ("64:ff9b::808:808", False),
+        ("127.0.0.1", True),
+        ("10.0.0.1", True),
+        ("172.16.0.1", True),
+        ("192.168.1.1", True),
+        ("100.64.0.1", True),
+        ("169.254.169.254", True),
+        ("0.0.0.0", True),
+        ("224.0.0.1", True),
+        ("239.255.255.250", True),
+        ("255.255.255.255", True),
+        ("240.0.0.1", True),
+        ("198.18.0.1", True),
+        ("::1", True),
+        ("::", True),
+        ("fe80::1", True),
+        ("fc00::1", True),
+        ("fec0::1", True),
+        ("ff02::1", True),
+        ("ff0e::1", True),
+        ("::ffff:127.0.0.1", True),
+        ("::ffff:169.254.169.254", True),
+        ("::127.0.0.1", True),
+        ("64:ff9b::a00:1", True),
+        ("2002:a00:1::", True),
+        ("2001:db8::1", True),
+    ],
+)
 def test_forbidden_address_table(ip, bad):
     assert forbidden_address(ipaddress.ip_address(ip)) is bad
 

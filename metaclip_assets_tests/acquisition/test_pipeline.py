@@ -1,5 +1,6 @@
 """acquire() end to end against a real HTTP server on 127.0.0.1: every failure kind ends in its reason code,
 nothing is lost or hung, shards are deterministic, resumable, and readable by webdataset and open_clip."""
+
 from __future__ import annotations
 
 import hashlib
@@ -34,8 +35,9 @@ def images(request) -> list[bytes]:
 
 
 def fetcher(**kw) -> HttpImageSource:
-    opts = dict(timeout=0.5, max_retries=1, backoff=0.02, max_backoff=0.2, max_bytes=1_000_000,
-                allow_loopback_for_tests=True)
+    opts = dict(
+        timeout=0.5, max_retries=1, backoff=0.02, max_backoff=0.2, max_bytes=1_000_000, allow_loopback_for_tests=True
+    )
     opts.update(kw)
     return HttpImageSource(**opts)
 
@@ -75,9 +77,18 @@ def test_every_failure_kind_gets_its_reason_and_nothing_is_lost(server, images, 
     server.image("/noai.jpg", images[9], headers={"X-Robots-Tag": "noai"})
     server.image("/page.html", b"<html/>", "text/html")
     server.image("/copy.jpg", images[1])  # same bytes as /img/1.jpg under another URL
-    extra = {"/slow.jpg": "timeout", "/big.jpg": "too_large", "/private": "blocked_address", "/missing.jpg": "http_4xx",
-             "/flaky.jpg": "ok", "/corrupt.jpg": "decode_error", "/bomb.png": "decompression_bomb",
-             "/noai.jpg": "opt_out", "/page.html": "not_image", "/copy.jpg": "duplicate"}
+    extra = {
+        "/slow.jpg": "timeout",
+        "/big.jpg": "too_large",
+        "/private": "blocked_address",
+        "/missing.jpg": "http_4xx",
+        "/flaky.jpg": "ok",
+        "/corrupt.jpg": "decode_error",
+        "/bomb.png": "decompression_bomb",
+        "/noai.jpg": "opt_out",
+        "/page.html": "not_image",
+        "/copy.jpg": "duplicate",
+    }
     for path, reason in extra.items():
         expected[server.url(path)] = reason
         pairs.append((server.url(path), f"caption of {path}"))
@@ -91,8 +102,17 @@ def test_every_failure_kind_gets_its_reason_and_nothing_is_lost(server, images, 
     reports: list[tuple[dict, float]] = []
 
     t0 = time.monotonic()
-    res = acquire(rows, fetcher(), tmp_path, snapshot=SNAP, shard=3, samples_per_shard=5, image_size=32,
-                  workers=8, progress=lambda c, r: reports.append((dict(c), r)))
+    res = acquire(
+        rows,
+        fetcher(),
+        tmp_path,
+        snapshot=SNAP,
+        shard=3,
+        samples_per_shard=5,
+        image_size=32,
+        workers=8,
+        progress=lambda c, r: reports.append((dict(c), r)),
+    )
     elapsed = time.monotonic() - t0
     assert elapsed < 8.0, elapsed  # slowest URL: two 0.5 s deadlines (+ load slack); the drip lasts 16 s or more
 
@@ -143,8 +163,14 @@ def test_rerun_is_identical_and_refetches_nothing(server, images, tmp_path):
     rows = sup.curated_rows(good_pairs(server, images, 12), SNAP)
     a = acquire(rows, fetcher(), tmp_path / "a", snapshot=SNAP, samples_per_shard=5, image_size=16)
     hits = sum(server.hits.values())
-    again = acquire(rows.sample(fraction=1.0, shuffle=True, seed=1), fetcher(), tmp_path / "a", snapshot=SNAP,
-                    samples_per_shard=5, image_size=16)
+    again = acquire(
+        rows.sample(fraction=1.0, shuffle=True, seed=1),
+        fetcher(),
+        tmp_path / "a",
+        snapshot=SNAP,
+        samples_per_shard=5,
+        image_size=16,
+    )
     assert sum(server.hits.values()) == hits and again.shards_skipped == len(a.shards) and again.shards_written == 0
     fresh = acquire(rows.reverse(), fetcher(), tmp_path / "b", snapshot=SNAP, samples_per_shard=5, image_size=16)
     assert [p.read_bytes() for p in a.shards] == [p.read_bytes() for p in fresh.shards]  # input order is irrelevant
@@ -174,7 +200,8 @@ def test_killed_run_resumes_without_half_shards(server, images, tmp_path, monkey
     stale.write_bytes(b"half a tar")
     assert stale not in tmp_path.glob("*.tar") and stale not in tmp_path.glob(f"{SNAP}-000-0000[0-9].tar")
     done_urls = set(pl.read_parquet(tmp_path / f"{SNAP}-000-00000.samples.parquet")["url"]) | set(
-        pl.read_parquet(tmp_path / f"{SNAP}-000-00001.samples.parquet")["url"])
+        pl.read_parquet(tmp_path / f"{SNAP}-000-00001.samples.parquet")["url"]
+    )
     hits_before = {u: server.hits[u.split(str(server.port), 1)[1]] for u in done_urls}
 
     res = acquire(rows, fetcher(), tmp_path, **kw)
@@ -244,10 +271,16 @@ def test_shards_load_with_webdataset_and_open_clip(server, images, tmp_path, mon
     # a tiny open_clip model from a local config: nothing downloaded
     cfg_dir = tmp_path / "model_configs"
     cfg_dir.mkdir()
-    (cfg_dir / "tiny-acq.json").write_text(json.dumps({
-        "embed_dim": 64, "quick_gelu": True,
-        "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
-        "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}))
+    (cfg_dir / "tiny-acq.json").write_text(
+        json.dumps(
+            {
+                "embed_dim": 64,
+                "quick_gelu": True,
+                "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
+                "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+            }
+        )
+    )
     open_clip.add_model_config(cfg_dir)
     model, preprocess_train, preprocess_val = open_clip.create_model_and_transforms("tiny-acq", pretrained=None)
     tokenizer = open_clip.get_tokenizer("tiny-acq")
@@ -255,18 +288,31 @@ def test_shards_load_with_webdataset_and_open_clip(server, images, tmp_path, mon
     # open_clip's own loader (open_clip_train.data.get_wds_dataset), as `--val-data` / `--train-data` use it
     import argparse
 
-    args = argparse.Namespace(train_data="::".join(urls), val_data="::".join(urls), train_num_samples=res.ok,
-                              val_num_samples=res.ok, dataset_resampled=False, train_data_upsampling_factors=None,
-                              seed=0, workers=0, world_size=1, batch_size=4)
+    args = argparse.Namespace(
+        train_data="::".join(urls),
+        val_data="::".join(urls),
+        train_num_samples=res.ok,
+        val_num_samples=res.ok,
+        dataset_resampled=False,
+        train_data_upsampling_factors=None,
+        seed=0,
+        workers=0,
+        world_size=1,
+        batch_size=4,
+    )
     val = data.get_wds_dataset(args, preprocess_val, is_train=False, tokenizer=tokenizer)
     batches = list(val.dataloader)
     assert sum(len(b[0]) for b in batches) == res.ok
     # The training path needs the upstream fix for webdataset >= 0.2.96 (its end-of-shard marker `{}` breaks
     # open_clip_train's group_by_keys_nothrow: open_clip#935, webdataset#384); applied here as proposed there.
     wt = wds.tariterators
-    monkeypatch.setattr(data, "tarfile_to_samples_nothrow", lambda src, handler=data.log_and_continue: (
-        data.group_by_keys_nothrow(wt.tar_file_expander(wt.url_opener(src, handler=handler), handler=handler,
-                                                        eof_value=None), handler=handler)))
+    monkeypatch.setattr(
+        data,
+        "tarfile_to_samples_nothrow",
+        lambda src, handler=data.log_and_continue: data.group_by_keys_nothrow(
+            wt.tar_file_expander(wt.url_opener(src, handler=handler), handler=handler, eof_value=None), handler=handler
+        ),
+    )
     train = data.get_wds_dataset(args, preprocess_train, is_train=True, epoch=0, tokenizer=tokenizer)
     images_t, tokens = next(iter(train.dataloader))
     for imgs, toks in (batches[0], (images_t, tokens)):

@@ -1,4 +1,5 @@
 """Decode / convert / resize / re-encode: img2dataset geometry, every Pillow mode to RGB, bombs and corrupt bytes."""
+
 from __future__ import annotations
 
 import hashlib
@@ -31,14 +32,17 @@ def rejected(data: bytes, cfg: ProcessConfig = ProcessConfig(image_size=32)) -> 
     return e.value.reason
 
 
-@pytest.mark.parametrize("mode,size,expected", [
-    ("no", (300, 200), (300, 200)),
-    ("keep_ratio", (300, 200), (96, 64)),  # smallest side -> 64
-    ("keep_ratio", (200, 300), (64, 96)),
-    ("center_crop", (300, 200), (64, 64)),
-    ("border", (300, 200), (64, 64)),
-    ("keep_ratio", (40, 20), (128, 64)),  # small images are upscaled, as img2dataset does
-])
+@pytest.mark.parametrize(
+    "mode,size,expected",
+    [
+        ("no", (300, 200), (300, 200)),
+        ("keep_ratio", (300, 200), (96, 64)),  # smallest side -> 64
+        ("keep_ratio", (200, 300), (64, 96)),
+        ("center_crop", (300, 200), (64, 64)),
+        ("border", (300, 200), (64, 64)),
+        ("keep_ratio", (40, 20), (128, 64)),  # small images are upscaled, as img2dataset does
+    ],
+)
 def test_resize_geometry(mode, size, expected):
     data = encode(Image.new("RGB", size, (10, 200, 30)), "JPEG")
     out = process_image(data, ProcessConfig(image_size=64, resize_mode=mode))

@@ -1,5 +1,6 @@
 """WARC replay: a WARC written here with warcio covers every record shape (revisits, redirects, errors,
 encodings); the real UK Web Archive WARCs carry pages -> <img> -> image bytes -> shard end to end."""
+
 from __future__ import annotations
 
 import base64
@@ -23,12 +24,21 @@ from metaclip_assets_tests.acquisition import _support as sup
 JPEG, PNG = sup.made_jpeg(11), sup.made_jpeg(12)
 
 
-def _response(w: WARCWriter, url: str, body: bytes, status: str = "200 OK", ctype: str = "image/jpeg",
-              extra: list[tuple[str, str]] | None = None, chunked: bool = False) -> None:
+def _response(
+    w: WARCWriter,
+    url: str,
+    body: bytes,
+    status: str = "200 OK",
+    ctype: str = "image/jpeg",
+    extra: list[tuple[str, str]] | None = None,
+    chunked: bool = False,
+) -> None:
     headers = [("Content-Type", ctype)] + (extra or [])
     if chunked:
         headers.append(("Transfer-Encoding", "chunked"))
-        payload = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 500]), body[i:i + 500]) for i in range(0, len(body), 500))
+        payload = b"".join(
+            b"%x\r\n%s\r\n" % (len(body[i : i + 500]), body[i : i + 500]) for i in range(0, len(body), 500)
+        )
         payload += b"0\r\n\r\n"
     else:
         headers.append(("Content-Length", str(len(body))))
@@ -46,38 +56,59 @@ def synthetic_warc(tmp_path_factory) -> Path:
         _response(w, "http://img.example/gz.jpg", gzip.compress(PNG), extra=[("Content-Encoding", "gzip")])
         _response(w, "http://img.example/chunked.jpg", JPEG, chunked=True)
         _response(w, "http://img.example/gone.jpg", b"nope", "404 Not Found", "text/html")
-        _response(w, "http://img.example/moved.jpg", b"", "302 Found", "text/plain",
-                  [("Location", "/a.jpg")])
+        _response(w, "http://img.example/moved.jpg", b"", "302 Found", "text/plain", [("Location", "/a.jpg")])
         _response(w, "http://img.example/page.html", b"<html/>", ctype="text/html; charset=utf-8")
         _response(w, "http://img.example/dup.jpg", b"not the image", "500 Internal Server Error", "text/plain")
         _response(w, "http://img.example/dup.jpg", JPEG)  # a later good capture of the same URL wins
         digest = "sha1:" + base64.b32encode(hashlib.sha1(JPEG).digest()).decode()  # as WARC writers spell it
         revisit_http = StatusAndHeaders("200 OK", [("Content-Type", "image/jpeg")], protocol="HTTP/1.1")
-        w.write_record(w.create_revisit_record("http://img.example/again.jpg", digest, "http://img.example/a.jpg",
-                                               "2024-01-01T00:00:00Z", http_headers=revisit_http))
-        w.write_record(w.create_revisit_record("http://img.example/again2.jpg", "sha1:BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB",
-                                               "http://img.example/a.jpg", "2024-01-01T00:00:00Z",
-                                               http_headers=revisit_http))
-        w.write_record(w.create_revisit_record("http://img.example/orphan.jpg", "sha1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
-                                               "http://elsewhere.example/x.jpg", "2024-01-01T00:00:00Z",
-                                               http_headers=revisit_http))
+        w.write_record(
+            w.create_revisit_record(
+                "http://img.example/again.jpg",
+                digest,
+                "http://img.example/a.jpg",
+                "2024-01-01T00:00:00Z",
+                http_headers=revisit_http,
+            )
+        )
+        w.write_record(
+            w.create_revisit_record(
+                "http://img.example/again2.jpg",
+                "sha1:BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB",
+                "http://img.example/a.jpg",
+                "2024-01-01T00:00:00Z",
+                http_headers=revisit_http,
+            )
+        )
+        w.write_record(
+            w.create_revisit_record(
+                "http://img.example/orphan.jpg",
+                "sha1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+                "http://elsewhere.example/x.jpg",
+                "2024-01-01T00:00:00Z",
+                http_headers=revisit_http,
+            )
+        )
     return path
 
 
-@pytest.mark.parametrize("url,reason,body", [
-    ("http://img.example/a.jpg", "ok", JPEG),
-    ("http://IMG.example:80/a.jpg#frag", "ok", JPEG),  # spelled differently, same resource
-    ("http://img.example/gz.jpg", "ok", PNG),  # Content-Encoding undone
-    ("http://img.example/chunked.jpg", "ok", JPEG),  # Transfer-Encoding undone
-    ("http://img.example/moved.jpg", "ok", JPEG),  # recorded 302 followed inside the archive
-    ("http://img.example/again.jpg", "ok", JPEG),  # revisit resolved by payload digest
-    ("http://img.example/again2.jpg", "ok", JPEG),  # unknown digest: resolved by WARC-Refers-To-Target-URI
-    ("http://img.example/dup.jpg", "ok", JPEG),
-    ("http://img.example/gone.jpg", "http_4xx", None),
-    ("http://img.example/page.html", "not_image", None),
-    ("http://img.example/orphan.jpg", "revisit_unresolved", None),
-    ("http://img.example/never-crawled.jpg", "not_in_archive", None),
-])
+@pytest.mark.parametrize(
+    "url,reason,body",
+    [
+        ("http://img.example/a.jpg", "ok", JPEG),
+        ("http://IMG.example:80/a.jpg#frag", "ok", JPEG),  # spelled differently, same resource
+        ("http://img.example/gz.jpg", "ok", PNG),  # Content-Encoding undone
+        ("http://img.example/chunked.jpg", "ok", JPEG),  # Transfer-Encoding undone
+        ("http://img.example/moved.jpg", "ok", JPEG),  # recorded 302 followed inside the archive
+        ("http://img.example/again.jpg", "ok", JPEG),  # revisit resolved by payload digest
+        ("http://img.example/again2.jpg", "ok", JPEG),  # unknown digest: resolved by WARC-Refers-To-Target-URI
+        ("http://img.example/dup.jpg", "ok", JPEG),
+        ("http://img.example/gone.jpg", "http_4xx", None),
+        ("http://img.example/page.html", "not_image", None),
+        ("http://img.example/orphan.jpg", "revisit_unresolved", None),
+        ("http://img.example/never-crawled.jpg", "not_in_archive", None),
+    ],
+)
 def test_replay_record_shapes(synthetic_warc, url, reason, body):
     r = WarcReplaySource.from_files([synthetic_warc]).fetch(url)
     assert (r.reason_code, r.body) == (reason, body)
@@ -135,6 +166,9 @@ def test_real_pages_to_images_to_shards(realdata, tmp_path):
             row = rows.filter(pl.col("pair_id") == meta["pair_id"]).row(0, named=True)
             assert members[f"{key}.txt"].decode() == row["text"]
             assert (meta["page_url"], meta["source_file"], meta["record_offset"]) == (
-                row["page_url"], row["source_file"], row["record_offset"])
+                row["page_url"],
+                row["source_file"],
+                row["record_offset"],
+            )
             seen += 1
     assert seen == index.height == res.ok

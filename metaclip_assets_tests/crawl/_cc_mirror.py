@@ -15,9 +15,14 @@ from metaclip_assets.sample.snapshot import make_sample_snapshot
 
 
 def collinfo_entry(snapshot: str) -> dict:
-    return {"id": snapshot, "name": f"Index {snapshot}", "timegate": f"https://index.commoncrawl.org/{snapshot}/",
-            "cdx-api": f"https://index.commoncrawl.org/{snapshot}-index",
-            "from": "2030-01-28T02:31:22", "to": "2030-02-10T05:31:22"}
+    return {
+        "id": snapshot,
+        "name": f"Index {snapshot}",
+        "timegate": f"https://index.commoncrawl.org/{snapshot}/",
+        "cdx-api": f"https://index.commoncrawl.org/{snapshot}-index",
+        "from": "2030-01-28T02:31:22",
+        "to": "2030-02-10T05:31:22",
+    }
 
 
 def write_collinfo(mirror: Path, snapshots: list[str], name: str = "collinfo.json") -> None:

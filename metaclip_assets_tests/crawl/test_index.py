@@ -9,8 +9,20 @@ import socket
 
 import pytest
 
-from metaclip_assets.crawl.index import CrawlFetchError, CrawlIndexError, check_gzip_file, fetch_wat_files, is_complete, load_collinfo, load_wat_paths, parse_collinfo, parse_wat_paths, select_new, sidecar_key
 from metaclip_assets.crawl.build import build_pool
+from metaclip_assets.crawl.index import (
+    CrawlFetchError,
+    CrawlIndexError,
+    check_gzip_file,
+    fetch_wat_files,
+    is_complete,
+    load_collinfo,
+    load_wat_paths,
+    parse_collinfo,
+    parse_wat_paths,
+    select_new,
+    sidecar_key,
+)
 from metaclip_assets.storage import Storage
 from metaclip_assets_tests.crawl._cc_mirror import MirrorServer, _QuietHandler, publish_snapshot, write_collinfo
 
@@ -36,19 +48,20 @@ def test_collinfo_from_url_and_path(mirror):
     assert load_collinfo((root / "collinfo.json").as_uri()) == by_url
 
 
-@pytest.mark.parametrize("body, message", [
-    (b"[{\"id\": \"CC-MAIN-2024-10\",", "not valid JSON"),
-    (b"\xff\xfe garbage", "not valid JSON"),
-    (b"{\"id\": \"CC-MAIN-2024-10\"}", "expected a JSON list"),
-    (b"[]", "lists no crawls"),
-    (b"[\"CC-MAIN-2024-10\"]", "entry 0 is a str"),
-    (b"[{\"id\": \"CC-MAIN-2024-10\", \"name\": \"x\", \"timegate\": \"t\"}]", "lacks string field(s) ['cdx-api']"),
-    (b"[{\"id\": 2024, \"name\": \"x\", \"timegate\": \"t\", \"cdx-api\": \"c\"}]", "lacks string field(s) ['id']"),
-    (b"[{\"id\": \"CC-MAIN-2024|10\", \"name\": \"x\", \"timegate\": \"t\", \"cdx-api\": \"c\"}]",
-     "not a CommonCrawl snapshot id"),
-    (b"[{\"id\": \"../../etc\", \"name\": \"x\", \"timegate\": \"t\", \"cdx-api\": \"c\"}]",
-     "not a CommonCrawl snapshot id"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (b'[{"id": "CC-MAIN-2024-10",', "not valid JSON"),
+        (b"\xff\xfe garbage", "not valid JSON"),
+        (b'{"id": "CC-MAIN-2024-10"}', "expected a JSON list"),
+        (b"[]", "lists no crawls"),
+        (b'["CC-MAIN-2024-10"]', "entry 0 is a str"),
+        (b'[{"id": "CC-MAIN-2024-10", "name": "x", "timegate": "t"}]', "lacks string field(s) ['cdx-api']"),
+        (b'[{"id": 2024, "name": "x", "timegate": "t", "cdx-api": "c"}]', "lacks string field(s) ['id']"),
+        (b'[{"id": "CC-MAIN-2024|10", "name": "x", "timegate": "t", "cdx-api": "c"}]', "not a CommonCrawl snapshot id"),
+        (b'[{"id": "../../etc", "name": "x", "timegate": "t", "cdx-api": "c"}]', "not a CommonCrawl snapshot id"),
+    ],
+)
 def test_malformed_collinfo_is_a_clear_error(body, message):
     with pytest.raises(CrawlIndexError) as e:
         parse_collinfo(body, "idx.json")
@@ -75,7 +88,9 @@ def test_select_new_oldest_first_with_filters():
     ids = ["CC-MAIN-2024-18", "CC-MAIN-2024-10", "CC-MAIN-2023-50", "CC-MAIN-2013-20"]
     assert select_new(ids, set()) == ["CC-MAIN-2013-20", "CC-MAIN-2023-50", "CC-MAIN-2024-10", "CC-MAIN-2024-18"]
     assert select_new(ids, {"CC-MAIN-2024-10"}, min_snapshot="CC-MAIN-2023-50") == [
-        "CC-MAIN-2023-50", "CC-MAIN-2024-18"]
+        "CC-MAIN-2023-50",
+        "CC-MAIN-2024-18",
+    ]
     assert select_new(ids, set(), min_snapshot="CC-MAIN-2023-50", max_count=1) == ["CC-MAIN-2023-50"]
     with pytest.raises(CrawlIndexError):
         select_new(ids, set(), min_snapshot="2024-10")
@@ -90,14 +105,19 @@ def test_wat_paths_from_server_and_mirror_dir(mirror):
         load_wat_paths("CC-MAIN-2029-50", url, timeout=5)
 
 
-@pytest.mark.parametrize("lines, message", [
-    ([], "lists no WAT files"),
-    ([f"crawl-data/CC-MAIN-2024-18/segments/1/wat/a.warc.wat.gz"], "not a WAT path of"),
-    ([f"crawl-data/{SNAP}/segments/1/warc/a.warc.gz"], "not a WAT path of"),
-    ([f"crawl-data/{SNAP}/../../a.warc.wat.gz"], "not a WAT path of"),
-    ([f"crawl-data/{SNAP}/segments/1/wat/a.warc.wat.gz", f"crawl-data/{SNAP}/segments/2/wat/a.warc.wat.gz"],
-     "file name a.warc.wat.gz repeats line 1"),
-])
+@pytest.mark.parametrize(
+    "lines, message",
+    [
+        ([], "lists no WAT files"),
+        (["crawl-data/CC-MAIN-2024-18/segments/1/wat/a.warc.wat.gz"], "not a WAT path of"),
+        ([f"crawl-data/{SNAP}/segments/1/warc/a.warc.gz"], "not a WAT path of"),
+        ([f"crawl-data/{SNAP}/../../a.warc.wat.gz"], "not a WAT path of"),
+        (
+            [f"crawl-data/{SNAP}/segments/1/wat/a.warc.wat.gz", f"crawl-data/{SNAP}/segments/2/wat/a.warc.wat.gz"],
+            "file name a.warc.wat.gz repeats line 1",
+        ),
+    ],
+)
 def test_bad_paths_lists_refused(lines, message):
     with pytest.raises(CrawlIndexError, match=message.replace("(", r"\(").replace(".", r"\.")):
         parse_wat_paths(gzip.compress("\n".join(lines).encode()), SNAP)
@@ -162,7 +182,7 @@ class _BadServer(_QuietHandler):
             self.close_connection = True
         else:
             mid = len(data) // 2
-            self.wfile.write(data[:mid] + bytes([data[mid] ^ 0xFF]) + data[mid + 1:])
+            self.wfile.write(data[:mid] + bytes([data[mid] ^ 0xFF]) + data[mid + 1 :])
 
 
 def test_short_transfers_are_retried_then_reported_never_kept(mirror, tmp_path):
@@ -192,4 +212,3 @@ def test_gzip_checker_reads_multi_member_files(mirror):
     checker = check_gzip_file(root / paths[0])
     assert checker.error is None and checker.members > 1  # CommonCrawl files are one gzip member per record
     assert checker.uncompressed == len(gzip.decompress((root / paths[0]).read_bytes()))
-

@@ -5,6 +5,7 @@ member per record; WAT = warcinfo + request/response/crawl-metadata `metadata` r
 the ia-web-commons JSON), so every expected number below is known by construction; real files
 come from ../shared/realdata (numbers checked by hand against the HTML, see comments).
 """
+
 from __future__ import annotations
 
 import gzip
@@ -22,12 +23,10 @@ from selectolax.lexbor import LexborHTMLParser
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
-from metaclip_assets.crawl import framing, pool
-from metaclip_assets.crawl import warc_html
-from metaclip_assets.crawl import wat
+from metaclip_assets.crawl import framing, pool, warc_html, wat
+from metaclip_assets.crawl.build import build_pool, read_source_file
 from metaclip_assets.crawl.pool import POOL_SCHEMA, ReadStats
 from metaclip_assets.crawl.urls import UrlResolver
-from metaclip_assets.crawl.build import build_pool, read_source_file
 
 SNAP = "CC-TEST-2024-22"
 
@@ -35,13 +34,23 @@ SNAP = "CC-TEST-2024-22"
 # writers
 
 
-def _member(rec_type: str, uri: str, payload: bytes, *, content_type: str, http: StatusAndHeaders | None = None,
-            date: str = "2024-05-31T01:17:49Z") -> bytes:
+def _member(
+    rec_type: str,
+    uri: str,
+    payload: bytes,
+    *,
+    content_type: str,
+    http: StatusAndHeaders | None = None,
+    date: str = "2024-05-31T01:17:49Z",
+) -> bytes:
     """One WARC record as one gzip member, written by warcio."""
     buf = io.BytesIO()
     writer = WARCWriter(buf, gzip=True)
     rec = writer.create_warc_record(
-        uri, rec_type, payload=io.BytesIO(payload), http_headers=http,
+        uri,
+        rec_type,
+        payload=io.BytesIO(payload),
+        http_headers=http,
         warc_headers_dict={"WARC-Date": date, "Content-Type": content_type},
     )
     writer.write_record(rec)
@@ -55,8 +64,9 @@ def _warcinfo() -> bytes:
     return buf.getvalue()
 
 
-def wat_json(uri: str, links=None, *, base: str | None = None, kind: str = "response",
-             date: str = "2024-05-18T01:58:10Z") -> bytes:
+def wat_json(
+    uri: str, links=None, *, base: str | None = None, kind: str = "response", date: str = "2024-05-18T01:58:10Z"
+) -> bytes:
     """A WAT payload shaped like ia-web-commons writes it (compact, raw UTF-8, '/' unescaped)."""
     envelope = {
         "Format": "WARC",
@@ -115,8 +125,14 @@ def write_members(path: Path, members: list[bytes]) -> list[int]:
     return offsets
 
 
-def html_response(uri: str, body: bytes, *, content_type: str = "text/html; charset=utf-8",
-                  extra: list[tuple[str, str]] = (), date: str = "2024-05-18T01:58:10Z") -> bytes:
+def html_response(
+    uri: str,
+    body: bytes,
+    *,
+    content_type: str = "text/html; charset=utf-8",
+    extra: list[tuple[str, str]] = (),
+    date: str = "2024-05-18T01:58:10Z",
+) -> bytes:
     http = StatusAndHeaders("200 OK", [("Content-Type", content_type), *extra], protocol="HTTP/1.1")
     return _member("response", uri, body, content_type="application/http; msgtype=response", http=http, date=date)
 
@@ -185,10 +201,15 @@ def test_wat_rows_counts_and_offsets(tmp_path):
 def test_wat_base_href(tmp_path):
     path = tmp_path / "b.wat.gz"
     page = "https://site.example/a/b/page.html"
-    write_members(path, [
-        *wat_page(page, [img("x.jpg", alt="rel"), img("/y.jpg", alt="root")], base="https://static.example/assets/"),
-        *wat_page(page, [img("x.jpg", alt="relative base")], base="../media/"),  # base itself relative
-    ])
+    write_members(
+        path,
+        [
+            *wat_page(
+                page, [img("x.jpg", alt="rel"), img("/y.jpg", alt="root")], base="https://static.example/assets/"
+            ),
+            *wat_page(page, [img("x.jpg", alt="relative base")], base="../media/"),  # base itself relative
+        ],
+    )
     df, _ = read(path)
     assert rows(df, "url", "text") == [
         ("https://static.example/assets/x.jpg", "rel"),
@@ -199,8 +220,18 @@ def test_wat_base_href(tmp_path):
 
 def _random_links(rng: random.Random, n: int) -> list[dict]:
     words = ["dog", "Katze", "東京", "café", "a\nb", " pad ", "x\r\ny", "", "photo of a cat", "Ünïcödé 🐱"]
-    srcs = ["/i/{}.jpg", "{}.png", "//cdn.example.com/{}.gif", "https://img.example.net/p/{}.webp?s=1",
-            "../{}.jpg", "./{}.jpg", "data:image/gif;base64,R0lG", "/a//{}.jpg", "{}.jpg#frag", "HTTP://Up.Example/{}"]
+    srcs = [
+        "/i/{}.jpg",
+        "{}.png",
+        "//cdn.example.com/{}.gif",
+        "https://img.example.net/p/{}.webp?s=1",
+        "../{}.jpg",
+        "./{}.jpg",
+        "data:image/gif;base64,R0lG",
+        "/a//{}.jpg",
+        "{}.jpg#frag",
+        "HTTP://Up.Example/{}",
+    ]
     out = []
     for i in range(n):
         link = {"path": rng.choice(["IMG@/src", "IMG@/src", "A@/href"]), "url": rng.choice(srcs).format(i)}
@@ -298,8 +329,12 @@ def test_truncated_gzip_keeps_rows_before(tmp_path):
 
 
 def test_corrupt_member_is_skipped_and_reading_resumes(tmp_path):
-    members = [_warcinfo(), *_good("http://a.example/", "first"), *_good("http://b.example/", "second"),
-               *_good("http://c.example/", "third")]
+    members = [
+        _warcinfo(),
+        *_good("http://a.example/", "first"),
+        *_good("http://b.example/", "second"),
+        *_good("http://c.example/", "third"),
+    ]
     bad = bytearray(members[5])  # b's response member
     mid = len(bad) // 2
     bad[mid : mid + 16] = b"\xff" * 16
@@ -314,8 +349,12 @@ def test_corrupt_member_is_skipped_and_reading_resumes(tmp_path):
 
 
 def test_garbage_between_and_after_members(tmp_path):
-    members = [*_good("http://a.example/", "first"), b"not gzip at all" * 10, *_good("http://b.example/", "second"),
-               b"\x00" * 64]
+    members = [
+        *_good("http://a.example/", "first"),
+        b"not gzip at all" * 10,
+        *_good("http://b.example/", "second"),
+        b"\x00" * 64,
+    ]
     path = tmp_path / "g.wat.gz"
     offsets = write_members(path, members)
     df, st = read(path)
@@ -335,8 +374,11 @@ def test_garbage_between_and_after_members(tmp_path):
     ],
 )
 def test_bad_warc_header(tmp_path, damage):
-    members = [*_good("http://a.example/", "first"), *_good("http://b.example/", "second"),
-               *_good("http://c.example/", "third")]
+    members = [
+        *_good("http://a.example/", "first"),
+        *_good("http://b.example/", "second"),
+        *_good("http://c.example/", "third"),
+    ]
     members[4] = gzip.compress(damage(gzip.decompress(members[4])))  # b's response record
     path = tmp_path / "h.wat.gz"
     write_members(path, members)
@@ -356,10 +398,22 @@ def test_bad_warc_header(tmp_path, damage):
         (wat_json("http://x.example/", {"path": "IMG@/src"}), "missing_field"),  # Links not a list
         (wat_json("http://x.example/", [img("/a.jpg", alt="a"), "IMG@/src"]), "missing_field"),  # link not a dict
         (wat_json("http://x.example/", [img("/a.jpg", alt="a"), {"path": 5, "url": "IMG@/src"}]), "missing_field"),
-        (json.dumps({"Envelope": {"Payload-Metadata": {"HTTP-Response-Metadata": {"HTML-Metadata": {
-            "Links": [img("/a.jpg", alt="no page url")]}}}}}).encode(), "missing_field"),
-        (json.dumps({"Envelope": {"Payload-Metadata": {"HTTP-Response-Metadata": [1]}}, "p": "IMG@/src"}).encode(),
-         "missing_field"),
+        (
+            json.dumps(
+                {
+                    "Envelope": {
+                        "Payload-Metadata": {
+                            "HTTP-Response-Metadata": {"HTML-Metadata": {"Links": [img("/a.jpg", alt="no page url")]}}
+                        }
+                    }
+                }
+            ).encode(),
+            "missing_field",
+        ),
+        (
+            json.dumps({"Envelope": {"Payload-Metadata": {"HTTP-Response-Metadata": [1]}}, "p": "IMG@/src"}).encode(),
+            "missing_field",
+        ),
         # image-less records are not JSON-parsed by the fast reader, unless a byte check flags them:
         (wat_json("http://x.example/", [{"path": "A@/href", "url": "/a"}])[:-40], "bad_json"),  # cut off
         (json.dumps({"Envelope": {"Format": "WARC", "WARC-Header-Metadata": {}}}).encode(), "missing_field"),
@@ -379,13 +433,18 @@ def test_bad_payloads(tmp_path, payload, reason):
 def test_records_without_links_are_not_bad(tmp_path):
     path = tmp_path / "n.wat.gz"
     uri = "http://a.example/"
-    write_members(path, [
-        _warcinfo(),
-        wat_record(uri, wat_json(uri, kind="request")),
-        wat_record(uri, wat_json(uri, None)),  # HTML-Metadata without Links
-        wat_record(uri, wat_json(uri, [{"path": "A@/href", "url": "/x"}])),  # Links without images
-        wat_record(uri, json.dumps({"Envelope": {"Payload-Metadata": {"Actual-Content-Type": "image/jpeg"}}}).encode()),
-    ])
+    write_members(
+        path,
+        [
+            _warcinfo(),
+            wat_record(uri, wat_json(uri, kind="request")),
+            wat_record(uri, wat_json(uri, None)),  # HTML-Metadata without Links
+            wat_record(uri, wat_json(uri, [{"path": "A@/href", "url": "/x"}])),  # Links without images
+            wat_record(
+                uri, json.dumps({"Envelope": {"Payload-Metadata": {"Actual-Content-Type": "image/jpeg"}}}).encode()
+            ),
+        ],
+    )
     df, st = read(path)
     assert df.height == 0 and df.schema == pl.Schema(POOL_SCHEMA)
     assert st.records_read == 5 and st.skips == {} and st.images_seen == 0
@@ -446,8 +505,11 @@ def test_warc_real_whirlwind(realdata):
     assert df.height == 7 and st.counts == {"no_text": 6}
     assert rows(df)[:2] == [
         ("https://an.wikipedia.org/static/images/mobile/copyright/wikipedia-wordmark-an.svg", "Biquipedia", "alt"),
-        ("https://an.wikipedia.org/static/images/mobile/copyright/wikipedia-tagline-an.svg", "A enciclopedia libre",
-         "alt"),
+        (
+            "https://an.wikipedia.org/static/images/mobile/copyright/wikipedia-tagline-an.svg",
+            "A enciclopedia libre",
+            "alt",
+        ),
     ]
     assert set(df["record_offset"]) == {1023} and set(df["fetch_time"]) == {"2024-05-18T01:58:10Z"}
     assert set(df["page_url"]) == {"https://an.wikipedia.org/wiki/Escopete"}
@@ -459,16 +521,22 @@ def test_warc_real_whirlwind(realdata):
     [
         # (pairs, records, pages with images, images, skips, counts) verified against the HTML by hand:
         # CC 2020-34: 32 non-empty alt + 9 title; windows-1251 / gb2312 / undeclared Chinese pages
-        ("cc-warc-2020-34-excerpt/CC-MAIN-20200808165417-20200808195417-00395-excerpt.warc.gz",
-         (41, 50, 12, 151, {}, {"no_src": 2, "no_text": 117})),
+        (
+            "cc-warc-2020-34-excerpt/CC-MAIN-20200808165417-20200808195417-00395-excerpt.warc.gz",
+            (41, 50, 12, 151, {}, {"no_src": 2, "no_text": 117}),
+        ),
         # dolma: wget WARC, URIs in <...>, chunked bodies; <img> inside comments are not images
         ("warc-html-dolma/sample-0000.warc.gz", (183, 48, 14, 240, {}, {"no_text": 68})),
         ("warc-html-dolma/sample-0001.warc.gz", (118, 34, 14, 149, {}, {"data_uri": 8, "no_text": 23})),
-        ("warc-with-images-ukwa/BL-20140325121225068-00000-32090-opera-8443.warc.gz",
-         (11, 190, 20, 75, {}, {"no_text": 64, "not_html": 29})),
+        (
+            "warc-with-images-ukwa/BL-20140325121225068-00000-32090-opera-8443.warc.gz",
+            (11, 190, 20, 75, {}, {"no_text": 64, "not_html": 29}),
+        ),
         # "truncated" in the name: cut at a record boundary, every gzip member is complete
-        ("warc-with-images-ukwa/IAH-20080430204825-00000-blackbook-truncated.warc.gz",
-         (92, 23, 2, 53, {}, {"no_text": 1, "not_html": 6})),
+        (
+            "warc-with-images-ukwa/IAH-20080430204825-00000-blackbook-truncated.warc.gz",
+            (92, 23, 2, 53, {}, {"no_text": 1, "not_html": 6}),
+        ),
         ("warc-with-images-ukwa/wikipedia-mona-lisa.warc.gz", (14, 82, 2, 48, {}, {"no_text": 34, "not_html": 37})),
     ],
 )
@@ -493,10 +561,12 @@ def test_warc_real_details(realdata):
 
 def test_warc_html_rows_and_decoding(tmp_path):
     page = "https://shop.example/c/list.html"
-    utf8 = ('<html><head><base href="/static/"><title>t</title></head><body>'
-            '<img src="a.jpg" alt=" two\nwords "><IMG SRC="/b.png" TITLE="T&amp;C" data-image-title="dit">'
-            '<img src="data:image/png;base64,AA" alt="inline"><img alt="no src"><img src="" alt="empty">'
-            '<img src="c.jpg" alt><!-- <img src="hidden.jpg" alt="hidden"> --></body></html>').encode()
+    utf8 = (
+        b'<html><head><base href="/static/"><title>t</title></head><body>'
+        b'<img src="a.jpg" alt=" two\nwords "><IMG SRC="/b.png" TITLE="T&amp;C" data-image-title="dit">'
+        b'<img src="data:image/png;base64,AA" alt="inline"><img alt="no src"><img src="" alt="empty">'
+        b'<img src="c.jpg" alt><!-- <img src="hidden.jpg" alt="hidden"> --></body></html>'
+    )
     latin = '<html><body><img src="/l.jpg" alt="Brontë – naïve"></body></html>'.encode("cp1252")
     sjis = '<html><head><meta charset="shift_jis"></head><body><img src="/j.jpg" alt="日本語"></body></html>'
     sjis = sjis.encode("shift_jis")
@@ -513,8 +583,9 @@ def test_warc_html_rows_and_decoding(tmp_path):
         html_response("http://u.example/", undeclared, content_type="text/html"),
         html_response("http://f.example/", few_bad, content_type="text/html; charset=utf-8"),
         html_response("http://g.example/", garbage, content_type="text/html; charset=utf-8"),
-        html_response("http://z.example/", chunked,
-                      extra=[("Transfer-Encoding", "chunked"), ("Content-Encoding", "gzip")]),
+        html_response(
+            "http://z.example/", chunked, extra=[("Transfer-Encoding", "chunked"), ("Content-Encoding", "gzip")]
+        ),
         html_response("http://img.example/i.jpg", b"\xff\xd8\xff", content_type="image/jpeg"),
         _member("request", page, b"GET / HTTP/1.1\r\n\r\n", content_type="application/http; msgtype=request"),
     ]
@@ -611,12 +682,14 @@ def test_progress_and_merge(tmp_path):
     p = tmp_path / "g.wat.gz"
     write_members(p, [_warcinfo(), *(m for i in range(10) for m in _good(f"http://h{i}.example/", f"t{i}"))])
     seen = []
-    df, st = read_source_file(p, snapshot=SNAP, source_name="g", progress=lambda s: seen.append(s.records_read),
-                              progress_every=10)
+    df, st = read_source_file(
+        p, snapshot=SNAP, source_name="g", progress=lambda s: seen.append(s.records_read), progress_every=10
+    )
     assert seen == [10, 20, 30, 31]
     totals = []
-    build_pool([(p, "g1"), (p, "g2")], snapshot=SNAP, progress=lambda s: totals.append(s.records_read),
-               progress_every=10)
+    build_pool(
+        [(p, "g1"), (p, "g2")], snapshot=SNAP, progress=lambda s: totals.append(s.records_read), progress_every=10
+    )
     assert totals == [10, 20, 30, 31, 41, 51, 61, 62]
     merged = ReadStats(records_read=1, skips={"bad_json": 1}, counts={"no_text": 2}).merge(st)
     assert merged.records_read == 32 and merged.skips == {"bad_json": 1} and merged.counts == {"no_text": 2}
@@ -637,16 +710,82 @@ def test_url_resolver_equals_urljoin():
 
     compiled = 0
     rng = random.Random(3)
-    bases = ["https://a.example/dir/page.html", "http://a.example", "https://a.example/", "https://a.example/d/",
-             "https://u:p@A.Example:8080/x/y;p?q#f", "https://a.example/x//y/z", "https://a.example/./x/../y",
-             "http://a.example/a;b/c", "https://a.example/%7Euser/", "ftp://a.example/x", "https://a.example?q",
-             "http://[::1]/v6/", "https://a.example/π/ü.html", "https://a.example/a/b/c/page", "https://a.example/a/b/"]
-    prefixes = ["", "", "/", "//h.example", "https://h.example", "http://h.example:8080", "HTTP://H.example",
-                "https:", "./", "../", "../../", "../../../../", "../a/../", ".././", "data:", " /", "?", "#"]
-    parts = ["a", "B", "img", "é", "%20", ".", "..", "/", "//", "?", "q=1", "#", ";", ":", "x.jpg", "~", "@",
-             "=", "&", "[", "]", "-", "_", " ", "\t", "\\", "\x00", "\u3000"]
-    base_hosts = ["https://a.example", "http://u@h.example:81", "https://H.Example", "http://[::1]",
-                  "https://bü.example", "https://a.example;p", "http://a.example\t"]
+    bases = [
+        "https://a.example/dir/page.html",
+        "http://a.example",
+        "https://a.example/",
+        "https://a.example/d/",
+        "https://u:p@A.Example:8080/x/y;p?q#f",
+        "https://a.example/x//y/z",
+        "https://a.example/./x/../y",
+        "http://a.example/a;b/c",
+        "https://a.example/%7Euser/",
+        "ftp://a.example/x",
+        "https://a.example?q",
+        "http://[::1]/v6/",
+        "https://a.example/π/ü.html",
+        "https://a.example/a/b/c/page",
+        "https://a.example/a/b/",
+    ]
+    prefixes = [
+        "",
+        "",
+        "/",
+        "//h.example",
+        "https://h.example",
+        "http://h.example:8080",
+        "HTTP://H.example",
+        "https:",
+        "./",
+        "../",
+        "../../",
+        "../../../../",
+        "../a/../",
+        ".././",
+        "data:",
+        " /",
+        "?",
+        "#",
+    ]
+    parts = [
+        "a",
+        "B",
+        "img",
+        "é",
+        "%20",
+        ".",
+        "..",
+        "/",
+        "//",
+        "?",
+        "q=1",
+        "#",
+        ";",
+        ":",
+        "x.jpg",
+        "~",
+        "@",
+        "=",
+        "&",
+        "[",
+        "]",
+        "-",
+        "_",
+        " ",
+        "\t",
+        "\\",
+        "\x00",
+        "\u3000",
+    ]
+    base_hosts = [
+        "https://a.example",
+        "http://u@h.example:81",
+        "https://H.Example",
+        "http://[::1]",
+        "https://bü.example",
+        "https://a.example;p",
+        "http://a.example\t",
+    ]
     for _ in range(40000):
         if rng.random() < 0.5:
             base = rng.choice(bases)

@@ -1,4 +1,5 @@
 """MetaCLIP balancing: counts, probabilities, the hashed sampler's determinism and its agreement with the closed form."""
+
 from __future__ import annotations
 
 import math
@@ -212,8 +213,12 @@ def test_compiled_kernel_equals_numpy_and_python_formula(pool, t, seed):
         expected = any(uniform_py(int(pair_ids[k]), e, seed) < prob[e] for e in ids)
         assert mask[k] == expected
     # other integer dtypes and non-contiguous inputs give the same mask
-    assert np.array_equal(mask, balance_pairs(pair_ids.astype(np.int64).view(np.uint64), list(offsets),
-                                              entry_ids.astype(np.int64), prob, seed=seed))
+    assert np.array_equal(
+        mask,
+        balance_pairs(
+            pair_ids.astype(np.int64).view(np.uint64), list(offsets), entry_ids.astype(np.int64), prob, seed=seed
+        ),
+    )
 
 
 def test_compiled_kernel_edge_probabilities():
@@ -225,8 +230,9 @@ def test_compiled_kernel_edge_probabilities():
     pids = rng.integers(0, 2**64, len(lengths), dtype=np.uint64)
     prob = np.concatenate(([1.0, 1e-12, 0.5, 2.0**-53, 1 - 2.0**-53], rng.random(45) * 0.3 + 1e-9))
     for seed in (0, 7, 2**64 - 1):
-        assert np.array_equal(balance_pairs(pids, offsets, eids, prob, seed),
-                              balance_pairs_numpy(pids, offsets, eids, prob, seed))
+        assert np.array_equal(
+            balance_pairs(pids, offsets, eids, prob, seed), balance_pairs_numpy(pids, offsets, eids, prob, seed)
+        )
 
 
 def test_entry_counts_rejects_out_of_range_ids():

@@ -1,5 +1,6 @@
 """MetaCLIP v1 substring matching: every consequence listed in metaclip-facts.md section 2, plus equivalence with
 the upstream plain loop and pyahocorasick formulation on random and real texts."""
+
 from __future__ import annotations
 
 import json
@@ -74,8 +75,18 @@ def test_whole_token_only():
     md = ["dog"]
     assert matched("dogdog", md) == set()
     assert matched("hotdog", md) == set()
-    for text in ["dog's bed", "(dog)", "dog-friendly", "dog/cat", '"dog"', "[dog]", "{dog}", "dog+cat", "dog&cat",
-                 "dog*"]:
+    for text in [
+        "dog's bed",
+        "(dog)",
+        "dog-friendly",
+        "dog/cat",
+        '"dog"',
+        "[dog]",
+        "{dog}",
+        "dog+cat",
+        "dog&cat",
+        "dog*",
+    ]:
         assert matched(text, md) == set(), text
     assert matched("a dog here", md) == {"dog"}
     assert matched("dog", md) == {"dog"}  # text edges count as spaces
@@ -248,10 +259,52 @@ def test_substr_matching_batch():
 
 # ---- equivalence with the reference on generated texts ---------------------------------------------------------------
 
-_WORDS = ["dog", "Dog", "hot", "cat", "New", "York", "City", "a", "b", "é", "e\u0301", "狗", "U", "S", "3", "5", "000",
-          "1", "bowl", "x"]
-_SEPS = [" ", " ", " ", "  ", ",", ".", ";", ":", "?", "!", "`", "\t", "\n", "\r", "\r\n", "-", "'", "(", ")",
-         "\u00a0", "", "/"]
+_WORDS = [
+    "dog",
+    "Dog",
+    "hot",
+    "cat",
+    "New",
+    "York",
+    "City",
+    "a",
+    "b",
+    "é",
+    "e\u0301",
+    "狗",
+    "U",
+    "S",
+    "3",
+    "5",
+    "000",
+    "1",
+    "bowl",
+    "x",
+]
+_SEPS = [
+    " ",
+    " ",
+    " ",
+    "  ",
+    ",",
+    ".",
+    ";",
+    ":",
+    "?",
+    "!",
+    "`",
+    "\t",
+    "\n",
+    "\r",
+    "\r\n",
+    "-",
+    "'",
+    "(",
+    ")",
+    "\u00a0",
+    "",
+    "/",
+]
 
 
 def _random_metadata(rng: random.Random) -> list[str]:
@@ -385,11 +438,59 @@ def _check_batch(md: list[str], texts: list[str]) -> Matcher:
     return m
 
 
-_SPACY_MD = ["a", "b", "a b", "a  b", " a", "a ", " ", "  ", "   ", " a b ", "b  ", "  a", "x y z", "y", "a\tb", "a.b",
-             "a . b", ". b", "é", "a\x01b"]
-_SPACY_TEXTS = ["", " ", "  ", "    ", "a b", "a  b", "a   b", " a b ", "  a  b  ", "x y z", "x  y z", "x y  z",
-                "a\tb", "a\t\tb", "a\r\nb", "a.b", "a. b", "a .b", "a\x01b", "é", "e\u0301", "\t", "\n\n", "b   ",
-                "a" * 3, "x y z y", "a a a", " a", "a "]
+_SPACY_MD = [
+    "a",
+    "b",
+    "a b",
+    "a  b",
+    " a",
+    "a ",
+    " ",
+    "  ",
+    "   ",
+    " a b ",
+    "b  ",
+    "  a",
+    "x y z",
+    "y",
+    "a\tb",
+    "a.b",
+    "a . b",
+    ". b",
+    "é",
+    "a\x01b",
+]
+_SPACY_TEXTS = [
+    "",
+    " ",
+    "  ",
+    "    ",
+    "a b",
+    "a  b",
+    "a   b",
+    " a b ",
+    "  a  b  ",
+    "x y z",
+    "x  y z",
+    "x y  z",
+    "a\tb",
+    "a\t\tb",
+    "a\r\nb",
+    "a.b",
+    "a. b",
+    "a .b",
+    "a\x01b",
+    "é",
+    "e\u0301",
+    "\t",
+    "\n\n",
+    "b   ",
+    "a" * 3,
+    "x y z y",
+    "a a a",
+    " a",
+    "a ",
+]
 
 
 def test_token_engine_spaces_in_texts_and_entries():
@@ -444,8 +545,10 @@ def test_match_batch_threads_gives_the_same_csr(monkeypatch):
     monkeypatch.setattr(matching, "_TOKEN_BATCH", 7)  # several batches, each split over the threads
     rng = random.Random(5)
     md = ["dog", "hot dog", "a b", "é", "cat", " dog"]
-    texts = [" ".join(rng.choice(["dog", "hot", "a", "b", "é", "cat", ""]) for _ in range(rng.randint(0, 6)))
-             for _ in range(50)] + ["dog \udc80"]  # lone surrogate: that batch goes the per-text route
+    texts = [
+        " ".join(rng.choice(["dog", "hot", "a", "b", "é", "cat", ""]) for _ in range(rng.randint(0, 6)))
+        for _ in range(50)
+    ] + ["dog \udc80"]  # lone surrogate: that batch goes the per-text route
     m = Matcher(md)
     off1, ids1 = m.match_batch(texts)
     for threads in (2, 3, 8):

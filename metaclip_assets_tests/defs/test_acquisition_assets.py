@@ -16,11 +16,11 @@ import pytest
 
 from metaclip_assets import layout
 from metaclip_assets.acquisition import REASONS
-from metaclip_assets.sample.snapshot import make_sample_snapshot
 from metaclip_assets.definitions import acquisition_assets, curation_assets
 from metaclip_assets.defs import acquisition_assets as acq
 from metaclip_assets.defs.partitions import NUM_SHARDS, SNAPSHOT_PARTITIONS_NAME, shard_partitions
 from metaclip_assets.defs.resources import CurationStorage
+from metaclip_assets.sample.snapshot import make_sample_snapshot
 from metaclip_assets.storage import Storage
 
 SNAPSHOT = "SAMPLE-2024-10"
@@ -42,8 +42,15 @@ def _resources(root: Path) -> dict:
 
 
 def _run(instance, root, selection, partition_key=None, run_config=None, raise_on_error=True):
-    return dg.materialize(ASSETS, selection=selection, partition_key=partition_key, instance=instance,
-                          resources=_resources(root), run_config=run_config or {}, raise_on_error=raise_on_error)
+    return dg.materialize(
+        ASSETS,
+        selection=selection,
+        partition_key=partition_key,
+        instance=instance,
+        resources=_resources(root),
+        run_config=run_config or {},
+        raise_on_error=raise_on_error,
+    )
 
 
 def _metadata(result, asset):
@@ -72,8 +79,11 @@ def acquired(tmp_path_factory):
 
 def _all_rows(root: Path) -> pl.DataFrame:
     out = Storage(root).local_path(acq.shards_dir_key(SNAPSHOT))
-    frames = [pl.read_parquet(p(out, SNAPSHOT, s)).with_columns(pl.lit(s).alias("acq_shard"))
-              for s in range(NUM_SHARDS) for p in (acq.index_path, acq.failures_path)]
+    frames = [
+        pl.read_parquet(p(out, SNAPSHOT, s)).with_columns(pl.lit(s).alias("acq_shard"))
+        for s in range(NUM_SHARDS)
+        for p in (acq.index_path, acq.failures_path)
+    ]
     return pl.concat(frames)
 
 
@@ -89,9 +99,11 @@ def test_every_check_passes(acquired):
 def test_outcomes_match_the_sample_manifest(acquired):
     root, manifest, shards, report, _ = acquired
     images = manifest.images
-    expected_by_url = {**{u: "not_in_archive" for u in images["missing"]},
-                       **{u: "decode_error" for u in images["corrupt"]},
-                       **{u: "http_4xx" for u in images["http_error"]}}
+    expected_by_url = {
+        **{u: "not_in_archive" for u in images["missing"]},
+        **{u: "decode_error" for u in images["corrupt"]},
+        **{u: "http_4xx" for u in images["http_error"]},
+    }
     rows = _all_rows(root)
     curated = Storage(root).read_parquet(layout.balanced_key(SNAPSHOT))
     assert len(rows) == len(curated) and set(rows["pair_id"]) == set(curated["pair_id"])
@@ -154,8 +166,10 @@ def test_rematerializing_skips_complete_shards(acquired):
     out = root / acq.shards_dir_key(SNAPSHOT)
 
     def fingerprint():
-        return {p.name: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
-                for p in sorted(out.glob("*.tar"))}
+        return {
+            p.name: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+            for p in sorted(out.glob("*.tar"))
+        }
 
     before = fingerprint()
     again = _run(instance, root, ["webdataset_shards"], _key("002"), SHARD_CONFIG)
@@ -252,8 +266,13 @@ def test_report_without_shards_gives_a_clear_error(tmp_path):
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(SNAPSHOT_PARTITIONS_NAME, ["CC-MAIN-2099-01"])
         with pytest.raises(Exception, match="materialize webdataset_shards for every shard"):
-            dg.materialize(ASSETS, selection=["acquisition_report"], partition_key="CC-MAIN-2099-01",
-                           instance=instance, resources=_resources(tmp_path))
+            dg.materialize(
+                ASSETS,
+                selection=["acquisition_report"],
+                partition_key="CC-MAIN-2099-01",
+                instance=instance,
+                resources=_resources(tmp_path),
+            )
     assert json.dumps(acq.WebdatasetShardsConfig().model_dump())  # defaults are plain JSON (run config)
     assert acq.WebdatasetShardsConfig().image_size == 224
 

@@ -8,11 +8,11 @@ import pytest
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from metaclip_assets.curation import stages
-from metaclip_assets.sample.snapshot import make_sample_snapshot
 from metaclip_assets.definitions import curation_assets
 from metaclip_assets.defs import snapshot_assets
 from metaclip_assets.defs.partitions import SNAPSHOT_PARTITIONS_NAME, shard_partitions
 from metaclip_assets.defs.resources import CurationStorage
+from metaclip_assets.sample.snapshot import make_sample_snapshot
 
 SNAPSHOT = "SAMPLE-2024-18"
 METADATA_ONLY_WORDNET = {"ops": {"metadata_entries": {"config": {"wiki_dump_globs": [], "pageview_globs": []}}}}
@@ -20,15 +20,27 @@ BALANCE = {"ops": {"balanced_subset": {"config": {"t": 10}}}}
 
 
 def _run(instance, resources, selection, partition_key=None, run_config=None):
-    return dg.materialize(curation_assets, selection=selection, partition_key=partition_key, instance=instance,
-                          resources=resources, run_config=run_config or {}, raise_on_error=False)
+    return dg.materialize(
+        curation_assets,
+        selection=selection,
+        partition_key=partition_key,
+        instance=instance,
+        resources=resources,
+        run_config=run_config or {},
+        raise_on_error=False,
+    )
 
 
 def _run_range(instance, resources, selection, start, end):
     """What `dagster asset materialize --partition-range start...end` launches: one run, one step per asset."""
-    return dg.materialize(curation_assets, selection=selection, instance=instance, resources=resources,
-                          tags={ASSET_PARTITION_RANGE_START_TAG: start, ASSET_PARTITION_RANGE_END_TAG: end},
-                          raise_on_error=False)
+    return dg.materialize(
+        curation_assets,
+        selection=selection,
+        instance=instance,
+        resources=resources,
+        tags={ASSET_PARTITION_RANGE_START_TAG: start, ASSET_PARTITION_RANGE_END_TAG: end},
+        raise_on_error=False,
+    )
 
 
 def _checks(result) -> dict[str, bool]:
@@ -45,8 +57,12 @@ def small_snapshot(tmp_path_factory):
         assert _run(instance, resources, ["metadata_entries"], run_config=METADATA_ONLY_WORDNET).success
         shard_checks = {}
         for shard in shard_partitions.get_partition_keys():
-            result = _run(instance, resources, ["crawl_pool", "matched_pool"],
-                          dg.MultiPartitionKey({"snapshot": SNAPSHOT, "shard": shard}))
+            result = _run(
+                instance,
+                resources,
+                ["crawl_pool", "matched_pool"],
+                dg.MultiPartitionKey({"snapshot": SNAPSHOT, "shard": shard}),
+            )
             shard_checks[shard] = result.get_asset_check_evaluations()
         yield root, resources, instance, shard_checks
 
@@ -70,8 +86,9 @@ def test_shard_with_only_garbage_fails_with_error(tmp_path):
     resources = {"curation_storage": CurationStorage(data_root=str(tmp_path))}
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(SNAPSHOT_PARTITIONS_NAME, ["CC-MAIN-2099-02"])
-        result = _run(instance, resources, ["crawl_pool"], dg.MultiPartitionKey(
-            {"snapshot": "CC-MAIN-2099-02", "shard": "000"}))
+        result = _run(
+            instance, resources, ["crawl_pool"], dg.MultiPartitionKey({"snapshot": "CC-MAIN-2099-02", "shard": "000"})
+        )
         # Bad files never crash the reader: the pool is written and its bad records counted...
         mat = result.asset_materializations_for_node("crawl_pool")[0]
         assert mat.metadata["bad_records_total"].value >= 1
@@ -109,16 +126,20 @@ def test_a_range_reports_each_check_once_with_every_partition(small_snapshot):
     by_partition = evaluation.metadata["by_partition"].value
     assert {p: r["passed"] for p, r in by_partition.items()} == {f"{s}|{SNAPSHOT}": s not in empty for s in shards}
     for shard, [per_key] in shard_checks.items():  # the same result as the shard's own run
-        assert {k: v for k, v in by_partition[f"{shard}|{SNAPSHOT}"].items() if k not in ("passed", "severity")} \
-            == {k: v.value for k, v in per_key.metadata.items()}, shard
+        assert {k: v for k, v in by_partition[f"{shard}|{SNAPSHOT}"].items() if k not in ("passed", "severity")} == {
+            k: v.value for k, v in per_key.metadata.items()
+        }, shard
 
 
 def test_snapshot_checks_pass_on_honest_stages(small_snapshot):
     _, resources, instance, _ = small_snapshot
     result = _run(instance, resources, ["entry_counts", "balanced_subset", "data_card"], SNAPSHOT, BALANCE)
     assert result.success
-    assert _checks(result) == {"counts_sum_to_matches": True, "curated_subset_of_matched": True,
-                               "totals_match_parquet": True}
+    assert _checks(result) == {
+        "counts_sum_to_matches": True,
+        "curated_subset_of_matched": True,
+        "totals_match_parquet": True,
+    }
 
 
 def test_counts_check_fails_when_counts_are_wrong(small_snapshot, monkeypatch):

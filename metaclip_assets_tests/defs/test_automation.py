@@ -42,16 +42,24 @@ def _crawl_pool_after_crawl_files():
 
 
 def make_defs(index_url: str, base_url: str, data_root: str, **index_settings) -> dg.Definitions:
-    assets = [metadata_entries, crawl_files, _crawl_pool_after_crawl_files(), matched_pool, entry_counts,
-              balanced_subset, data_card]
+    assets = [
+        metadata_entries,
+        crawl_files,
+        _crawl_pool_after_crawl_files(),
+        matched_pool,
+        entry_counts,
+        balanced_subset,
+        data_card,
+    ]
     return dg.Definitions(
         assets=with_automation(assets),
         jobs=[cc_snapshot_job, recurate_job],
         sensors=[cc_snapshot_sensor, metaclip_automation_sensor],
         schedules=[recurate_latest_schedule],
-        resources={"curation_storage": CurationStorage(data_root=data_root),
-                   "crawl_index": CrawlIndexResource(index_url=index_url, base_url=base_url, timeout_s=5,
-                                                     **index_settings)},
+        resources={
+            "curation_storage": CurationStorage(data_root=data_root),
+            "crawl_index": CrawlIndexResource(index_url=index_url, base_url=base_url, timeout_s=5, **index_settings),
+        },
     )
 
 
@@ -63,8 +71,9 @@ def cc(tmp_path_factory):
     write_collinfo(mirror, [OLD, SNAP, NEXT])
     (mirror / "bad-json.json").write_text('[{"id": "CC-MAIN-2030-13", ')
     (mirror / "bad-shape.json").write_text('{"crawls": []}')
-    (mirror / "bad-id.json").write_text(json.dumps([{"id": "CC-MAIN-2030|13", "name": "n", "timegate": "t",
-                                                     "cdx-api": "c"}]))
+    (mirror / "bad-id.json").write_text(
+        json.dumps([{"id": "CC-MAIN-2030|13", "name": "n", "timegate": "t", "cdx-api": "c"}])
+    )
     with MirrorServer(mirror) as url:
         yield mirror, url, paths
 
@@ -81,8 +90,9 @@ def tick(defs, instance, cursor=None):
 
 def test_new_snapshot_registered_once_and_its_shards_requested(cc, tmp_path):
     mirror, url, _ = cc
-    defs = make_defs(url + "collinfo.json", url, str(tmp_path / "data"), min_snapshot=SNAP,
-                     max_new_snapshots_per_tick=2)
+    defs = make_defs(
+        url + "collinfo.json", url, str(tmp_path / "data"), min_snapshot=SNAP, max_new_snapshots_per_tick=2
+    )
     with dg.instance_for_test() as instance:
         first = tick(defs, instance)
         assert isinstance(first, dg.SensorResult)
@@ -130,10 +140,12 @@ def test_max_per_tick_and_oldest_first(cc, tmp_path):
 def test_malformed_or_missing_index_is_reported_not_crashed_on(cc, tmp_path):
     _, url, _ = cc
     with dg.instance_for_test() as instance:
-        for index, message in [("bad-json.json", "not valid JSON"),
-                               ("bad-shape.json", "expected a JSON list of crawls, got dict"),
-                               ("bad-id.json", "not a CommonCrawl snapshot id"),
-                               ("missing.json", "HTTP 404")]:
+        for index, message in [
+            ("bad-json.json", "not valid JSON"),
+            ("bad-shape.json", "expected a JSON list of crawls, got dict"),
+            ("bad-id.json", "not a CommonCrawl snapshot id"),
+            ("missing.json", "HTTP 404"),
+        ]:
             defs = make_defs(url + index, url, str(tmp_path))
             result = tick(defs, instance, json.dumps({"handled": ["CC-MAIN-2029-01"]}))
             assert isinstance(result, dg.SkipReason) and message in result.skip_message, index
@@ -161,8 +173,9 @@ def test_requested_run_downloads_the_shard_and_reads_its_pool(cc, tmp_path):
         by_shard.setdefault(shard_of(p, NUM_SHARDS), []).append(p.rsplit("/", 1)[-1])
     shard = max(by_shard, key=lambda s: len(by_shard[s]))  # the shard with the most files
     with dg.instance_for_test() as instance:
-        [request, *_] = [r for r in tick(defs, instance).run_requests
-                         if r.partition_key.keys_by_dimension["shard"] == SHARDS[shard]]
+        [request, *_] = [
+            r for r in tick(defs, instance).run_requests if r.partition_key.keys_by_dimension["shard"] == SHARDS[shard]
+        ]
         job = defs.resolve_job_def(cc_snapshot_job.name)
         result = job.execute_in_process(partition_key=request.partition_key, instance=instance, tags=request.tags)
         assert result.success

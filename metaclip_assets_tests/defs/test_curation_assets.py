@@ -11,10 +11,10 @@ import polars as pl
 import pytest
 
 from metaclip_assets import layout
-from metaclip_assets.sample.snapshot import make_sample_snapshot
 from metaclip_assets.definitions import curation_assets
 from metaclip_assets.defs.partitions import NUM_SHARDS, SNAPSHOT_PARTITIONS_NAME, shard_partitions
 from metaclip_assets.defs.resources import CurationStorage
+from metaclip_assets.sample.snapshot import make_sample_snapshot
 from metaclip_assets.storage import Storage
 
 SNAPSHOT = "SAMPLE-2024-10"
@@ -26,8 +26,13 @@ T = 30
 
 def _materialize(instance, resources, selection, partition_key=None, run_config=None):
     result = dg.materialize(
-        curation_assets, selection=selection.split(","), partition_key=partition_key, instance=instance,
-        resources=resources, run_config=run_config or {}, raise_on_error=True,
+        curation_assets,
+        selection=selection.split(","),
+        partition_key=partition_key,
+        instance=instance,
+        resources=resources,
+        run_config=run_config or {},
+        raise_on_error=True,
     )
     assert result.success
     return result
@@ -42,12 +47,19 @@ def pipeline_run(tmp_path_factory):
         instance.add_dynamic_partitions(SNAPSHOT_PARTITIONS_NAME, [SNAPSHOT])
         results = {"metadata": _materialize(instance, resources, "metadata_entries", run_config=SAMPLE_METADATA_CONFIG)}
         results["shards"] = [
-            _materialize(instance, resources, "crawl_pool,matched_pool",
-                         dg.MultiPartitionKey({"snapshot": SNAPSHOT, "shard": shard}))
+            _materialize(
+                instance,
+                resources,
+                "crawl_pool,matched_pool",
+                dg.MultiPartitionKey({"snapshot": SNAPSHOT, "shard": shard}),
+            )
             for shard in shard_partitions.get_partition_keys()
         ]
         results["snapshot"] = _materialize(
-            instance, resources, "entry_counts,balanced_subset,data_card", SNAPSHOT,
+            instance,
+            resources,
+            "entry_counts,balanced_subset,data_card",
+            SNAPSHOT,
             run_config={"ops": {"balanced_subset": {"config": {"t": T}}}},
         )
         yield root, manifest, results, instance
@@ -113,8 +125,10 @@ def test_balancing_cuts_the_head_and_keeps_the_tail(pipeline_run):
     assert head and tail
     assert all(after.get(e, 0) < before[e] for e in head)
     assert all(after.get(e, 0) == before[e] for e in tail)  # every tail match is kept
-    assert (Path(storage.local_path(f"{layout.datacard_dir(SNAPSHOT)}/cumulative_matches.png")).read_bytes()[:8]
-            == b"\x89PNG\r\n\x1a\n")
+    assert (
+        Path(storage.local_path(f"{layout.datacard_dir(SNAPSHOT)}/cumulative_matches.png")).read_bytes()[:8]
+        == b"\x89PNG\r\n\x1a\n"
+    )
 
 
 def test_data_card_metadata_is_shown(pipeline_run):
@@ -138,8 +152,9 @@ def test_rematerializing_is_idempotent(pipeline_run):
     storage = Storage(root)
     before = storage.read_parquet(layout.balanced_key(SNAPSHOT)).sort("pair_id")
     resources = {"curation_storage": CurationStorage(data_root=str(root))}
-    _materialize(instance, resources, "balanced_subset", SNAPSHOT,
-                 run_config={"ops": {"balanced_subset": {"config": {"t": T}}}})
+    _materialize(
+        instance, resources, "balanced_subset", SNAPSHOT, run_config={"ops": {"balanced_subset": {"config": {"t": T}}}}
+    )
     after = storage.read_parquet(layout.balanced_key(SNAPSHOT)).sort("pair_id")
     assert before.equals(after)
     assert not list(Path(root).rglob(".tmp-*"))  # atomic writes leave no temp files behind
@@ -152,8 +167,13 @@ def test_missing_shards_give_a_clear_error(tmp_path):
         Storage(tmp_path).write_json(layout.METADATA_CURRENT, {"sha256": "0" * 64, "metadata_json": "m.json"})
         Storage(tmp_path).write_json("m.json", ["dog"])
         with pytest.raises(Exception, match="materialize crawl_pool and matched_pool"):
-            dg.materialize(curation_assets, selection="entry_counts", partition_key="CC-MAIN-2099-01",
-                           instance=instance, resources=resources)
+            dg.materialize(
+                curation_assets,
+                selection="entry_counts",
+                partition_key="CC-MAIN-2099-01",
+                instance=instance,
+                resources=resources,
+            )
 
 
 @pytest.mark.parametrize("kind", ["threads", "processes"])
@@ -164,11 +184,17 @@ def test_matched_pool_with_workers_writes_the_same_rows(pipeline_run, monkeypatc
 
     calls = []
     real = matching.Matcher.parallel_ok
-    monkeypatch.setattr(matching.Matcher, "parallel_ok",
-                        lambda self, n: calls.append(n) or (real(self, n) if kind == "threads" else False))
+    monkeypatch.setattr(
+        matching.Matcher,
+        "parallel_ok",
+        lambda self, n: calls.append(n) or (real(self, n) if kind == "threads" else False),
+    )
     pools = []
-    monkeypatch.setattr(matching.MatcherPool, "match_batch",
-                        lambda self, texts, _real=matching.MatcherPool.match_batch: pools.append(1) or _real(self, texts))
+    monkeypatch.setattr(
+        matching.MatcherPool,
+        "match_batch",
+        lambda self, texts, _real=matching.MatcherPool.match_batch: pools.append(1) or _real(self, texts),
+    )
     root, _, _, instance = pipeline_run
     storage = Storage(root)
     shard = shard_partitions.get_partition_keys()[0]
@@ -176,11 +202,13 @@ def test_matched_pool_with_workers_writes_the_same_rows(pipeline_run, monkeypatc
     path = layout.matched_key(SNAPSHOT, int(shard), NUM_SHARDS)
     before = storage.read_parquet(path)
     resources = {"curation_storage": CurationStorage(data_root=str(root))}
-    result = _materialize(instance, resources, "matched_pool", key,
-                          run_config={"ops": {"matched_pool": {"config": {"workers": 2}}}})
+    result = _materialize(
+        instance, resources, "matched_pool", key, run_config={"ops": {"matched_pool": {"config": {"workers": 2}}}}
+    )
     assert storage.read_parquet(path).equals(before)
     assert _metadata(result, "matched_pool")["dagster/row_count"] == len(before)
     assert 2 in calls and bool(pools) == (kind == "processes")
     with pytest.raises(Exception, match="workers must be >= 1"):
-        _materialize(instance, resources, "matched_pool", key,
-                     run_config={"ops": {"matched_pool": {"config": {"workers": 0}}}})
+        _materialize(
+            instance, resources, "matched_pool", key, run_config={"ops": {"matched_pool": {"config": {"workers": 0}}}}
+        )

@@ -2,6 +2,7 @@
 against the Kubernetes 1.33 schema in strict mode, the Helm values against the chart's structure, and a full
 PipesK8sClient.run() against a fake CoreV1Api that runs the pod's command locally (platform notes, section 6).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -43,10 +44,14 @@ def validate(obj: dict) -> None:
 
 def training_pod(launcher: TrainingLauncher, env: dict[str, str] | None = None) -> dict:
     """The pod PipesK8sClient.run() builds from the launcher's config (same function, same arguments)."""
-    body = build_pod_body(pod_name="dagster-abc-clip-checkpoint-1", image=None,
-                          command=["python", "-m", TRAIN_MODULE],
-                          env_vars={"DAGSTER_PIPES_CONTEXT": "x", "DAGSTER_PIPES_MESSAGES": "y", **(env or {})},
-                          base_pod_meta={"labels": dict(launcher.pod_labels)}, base_pod_spec=launcher.pod_spec())
+    body = build_pod_body(
+        pod_name="dagster-abc-clip-checkpoint-1",
+        image=None,
+        command=["python", "-m", TRAIN_MODULE],
+        env_vars={"DAGSTER_PIPES_CONTEXT": "x", "DAGSTER_PIPES_MESSAGES": "y", **(env or {})},
+        base_pod_meta={"labels": dict(launcher.pod_labels)},
+        base_pod_spec=launcher.pod_spec(),
+    )
     return {"apiVersion": "v1", "kind": "Pod", **to_dict(body)}
 
 
@@ -59,9 +64,13 @@ def assert_hardened(container: dict, pod_spec: dict) -> None:
 
 # ---- the training pod ----------------------------------------------------------------------------------------
 def test_training_pod_validates_strict_with_gpu_limits_and_non_root():
-    launcher = TrainingLauncher(mode="k8s", image="registry.example/metaclip-train:1", gpu_count=4,
-                                node_selector={"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"},
-                                env_from_secrets=["metaclip-env"])
+    launcher = TrainingLauncher(
+        mode="k8s",
+        image="registry.example/metaclip-train:1",
+        gpu_count=4,
+        node_selector={"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"},
+        env_from_secrets=["metaclip-env"],
+    )
     pod = training_pod(launcher)
     validate(pod)
     spec = pod["spec"]
@@ -87,13 +96,15 @@ def test_training_pod_validates_strict_with_gpu_limits_and_non_root():
 
 
 def test_cpu_pod_and_object_store_variant_validate():
-    launcher = TrainingLauncher(mode="k8s", gpu_count=0, pvc_claim_name=None, node_selector={}, tolerations=[],
-                                data_root="s3://bucket/metaclip")
+    launcher = TrainingLauncher(
+        mode="k8s", gpu_count=0, pvc_claim_name=None, node_selector={}, tolerations=[], data_root="s3://bucket/metaclip"
+    )
     pod = training_pod(launcher)
     validate(pod)
     [container] = pod["spec"]["containers"]
     assert "nvidia.com/gpu" not in container["resources"]["limits"] and "data" not in {
-        v["name"] for v in pod["spec"]["volumes"]}
+        v["name"] for v in pod["spec"]["volumes"]
+    }
     assert launcher.training_data_root("ignored") == "s3://bucket/metaclip"
 
 
@@ -132,8 +143,9 @@ def test_rbac_lets_run_pods_manage_training_pods():
     binding = next(d for d in docs if d["kind"] == "RoleBinding")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     values = yaml.safe_load(HELM_VALUES.read_text())
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": values["global"]["serviceAccountName"],
-                                    "namespace": "metaclip"}]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": values["global"]["serviceAccountName"], "namespace": "metaclip"}
+    ]
     trainer = next(d for d in docs if d["kind"] == "ServiceAccount")
     assert trainer["metadata"]["name"] == TrainingLauncher().service_account
     assert trainer["automountServiceAccountToken"] is False
@@ -141,19 +153,82 @@ def test_rbac_lets_run_pods_manage_training_pods():
 
 # Keys of the official chart's values (helm/dagster/schema: DagsterHelmValues, UserDeployment, K8sRunLauncherConfig,
 # Concurrency, RunCoordinator, PostgreSQL), so a misspelt key fails here instead of being ignored by Helm.
-CHART_TOP = {"dagsterWebserver", "dagster-user-deployments", "postgresql", "generatePostgresqlPasswordSecret",
-             "generateCeleryConfigSecret", "rabbitmq", "redis", "flower", "ingress", "imagePullSecrets",
-             "computeLogManager", "scheduler", "runLauncher", "pythonLogs", "dagsterDaemon", "busybox", "migrate",
-             "telemetry", "serviceAccount", "global", "retention", "concurrency", "additionalInstanceConfig"}
-USER_DEPLOYMENT = {"name", "image", "port", "dagsterApiGrpcArgs", "codeServerArgs", "includeConfigInLaunchedRuns",
-                   "env", "envConfigMaps", "envSecrets", "annotations", "nodeSelector", "affinity", "tolerations",
-                   "podSecurityContext", "securityContext", "resources", "livenessProbe", "readinessProbe",
-                   "startupProbe", "labels", "volumeMounts", "volumes", "schedulerName"}
-K8S_RUN_LAUNCHER = {"image", "imagePullPolicy", "jobNamespace", "loadInclusterConfig", "kubeconfigFile",
-                    "envConfigMaps", "envSecrets", "envVars", "volumeMounts", "volumes", "labels",
-                    "failPodOnRunFailure", "runK8sConfig"}
-POSTGRESQL = {"postgresqlScheme", "image", "enabled", "postgresqlHost", "postgresqlUsername", "postgresqlPassword",
-              "postgresqlDatabase", "postgresqlParams", "service"}
+CHART_TOP = {
+    "dagsterWebserver",
+    "dagster-user-deployments",
+    "postgresql",
+    "generatePostgresqlPasswordSecret",
+    "generateCeleryConfigSecret",
+    "rabbitmq",
+    "redis",
+    "flower",
+    "ingress",
+    "imagePullSecrets",
+    "computeLogManager",
+    "scheduler",
+    "runLauncher",
+    "pythonLogs",
+    "dagsterDaemon",
+    "busybox",
+    "migrate",
+    "telemetry",
+    "serviceAccount",
+    "global",
+    "retention",
+    "concurrency",
+    "additionalInstanceConfig",
+}
+USER_DEPLOYMENT = {
+    "name",
+    "image",
+    "port",
+    "dagsterApiGrpcArgs",
+    "codeServerArgs",
+    "includeConfigInLaunchedRuns",
+    "env",
+    "envConfigMaps",
+    "envSecrets",
+    "annotations",
+    "nodeSelector",
+    "affinity",
+    "tolerations",
+    "podSecurityContext",
+    "securityContext",
+    "resources",
+    "livenessProbe",
+    "readinessProbe",
+    "startupProbe",
+    "labels",
+    "volumeMounts",
+    "volumes",
+    "schedulerName",
+}
+K8S_RUN_LAUNCHER = {
+    "image",
+    "imagePullPolicy",
+    "jobNamespace",
+    "loadInclusterConfig",
+    "kubeconfigFile",
+    "envConfigMaps",
+    "envSecrets",
+    "envVars",
+    "volumeMounts",
+    "volumes",
+    "labels",
+    "failPodOnRunFailure",
+    "runK8sConfig",
+}
+POSTGRESQL = {
+    "postgresqlScheme",
+    "image",
+    "enabled",
+    "postgresqlHost",
+    "postgresqlUsername",
+    "postgresqlPassword",
+    "postgresqlDatabase",
+    "postgresqlParams",
+    "service",
+}
 
 
 def test_helm_values_follow_the_chart_structure():
@@ -168,6 +243,7 @@ def test_helm_values_follow_the_chart_structure():
     env = {e["name"]: e.get("value") for e in deployment["env"]}
     # one run (pod) per shard for backfills and automation, and a shard count the partitions accept
     from metaclip_assets.defs.partitions import BACKFILL_MODES, backfill_policy_from_env
+
     assert env["METACLIP_BACKFILL"] == "per_key" and env["METACLIP_BACKFILL"] in BACKFILL_MODES
     assert backfill_policy_from_env(env["METACLIP_BACKFILL"]).max_partitions_per_run == 1
     assert int(env["METACLIP_NUM_SHARDS"]) >= 1
@@ -185,12 +261,26 @@ def test_helm_values_follow_the_chart_structure():
     # the chart refuses maxConcurrentRuns in both places
     assert "maxConcurrentRuns" not in coordinator["config"].get("queuedRunCoordinator", {})
     # The Kubernetes fragments the chart copies into the user-code pod, validated as that pod.
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "user-code"}, "spec": {
-        "securityContext": deployment["podSecurityContext"], "volumes": deployment["volumes"],
-        "containers": [{"name": "user-code", "image": "x", "env": deployment["env"],
-                        "envFrom": [{"secretRef": s} for s in deployment["envSecrets"]],
-                        "volumeMounts": deployment["volumeMounts"], "resources": deployment["resources"],
-                        "securityContext": deployment["securityContext"]}]}}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "user-code"},
+        "spec": {
+            "securityContext": deployment["podSecurityContext"],
+            "volumes": deployment["volumes"],
+            "containers": [
+                {
+                    "name": "user-code",
+                    "image": "x",
+                    "env": deployment["env"],
+                    "envFrom": [{"secretRef": s} for s in deployment["envSecrets"]],
+                    "volumeMounts": deployment["volumeMounts"],
+                    "resources": deployment["resources"],
+                    "securityContext": deployment["securityContext"],
+                }
+            ],
+        },
+    }
     validate(pod)
     assert_hardened(pod["spec"]["containers"][0], pod["spec"])
     assert deployment["resources"]["limits"]["memory"]
@@ -199,19 +289,29 @@ def test_helm_values_follow_the_chart_structure():
 
 
 def test_training_image_installs_only_what_training_imports():
-    text = "\n".join(line for line in (K8S / "Dockerfile.train").read_text().splitlines()
-                     if not line.lstrip().startswith("#"))
-    for pin in ("torch==2.14.1", "open-clip-torch==3.3.0", "webdataset==1.0.2", "dagster-pipes==1.13.27",
-                "mlflow-skinny==3.17.2"):
+    text = "\n".join(
+        line for line in (K8S / "Dockerfile.train").read_text().splitlines() if not line.lstrip().startswith("#")
+    )
+    for pin in (
+        "torch==2.14.1",
+        "open-clip-torch==3.3.0",
+        "webdataset==1.0.2",
+        "dagster-pipes==1.13.27",
+        "mlflow-skinny==3.17.2",
+    ):
         assert pin in text
     for heavy in ("dagster==", "polars", "mlflow==", "pip install ."):
         assert heavy not in text
     assert "USER 1000" in text and "COPY metaclip_assets/training" in text
     # what the image copies is enough: the training package imports nothing else from the project
-    imports = subprocess.run(["grep", "-rhoE", r"^(from|import) metaclip_assets[.a-z_]*",
-                              str(REPO / "metaclip_assets" / "training")], capture_output=True, text=True).stdout
+    imports = subprocess.run(
+        ["grep", "-rhoE", r"^(from|import) metaclip_assets[.a-z_]*", str(REPO / "metaclip_assets" / "training")],
+        capture_output=True,
+        text=True,
+    ).stdout
     assert {line.split()[1] for line in imports.splitlines()} <= {"metaclip_assets.training"} | {
-        f"metaclip_assets.training.{m}" for m in ("config", "loop", "checkpoint", "data", "models", "tracking")}
+        f"metaclip_assets.training.{m}" for m in ("config", "loop", "checkpoint", "data", "models", "tracking")
+    }
 
 
 # ---- PipesK8sClient.run() end to end, against a fake cluster --------------------------------------------------
@@ -227,21 +327,29 @@ class FakeCoreV1Api:
         container = body.spec.containers[0]
         command = [sys.executable if c == "python" else c for c in container.command]
         env = {**os.environ, **{e.name: e.value for e in container.env}}
-        proc = subprocess.run(command, env=env, cwd=self.cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              timeout=300)
-        start = dt.datetime.now(dt.timezone.utc)
+        proc = subprocess.run(
+            command, env=env, cwd=self.cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300
+        )
+        start = dt.datetime.now(dt.UTC)
         self.logs[body.metadata.name] = b"".join(  # kubelet prefixes each line with an RFC3339 timestamp
             f"{(start + dt.timedelta(microseconds=i)).strftime('%Y-%m-%dT%H:%M:%S.%fZ')} ".encode() + line + b"\n"
-            for i, line in enumerate(proc.stdout.splitlines()))
+            for i, line in enumerate(proc.stdout.splitlines())
+        )
         self.exit_codes = getattr(self, "exit_codes", {}) | {body.metadata.name: proc.returncode}
 
     def _pod(self, name):
         terminated = kubernetes.client.V1ContainerStateTerminated(exit_code=self.exit_codes[name])
         status = kubernetes.client.V1ContainerStatus(
-            name=self.pods[name].spec.containers[0].name, image="x", image_id="x", ready=False, restart_count=0,
-            state=kubernetes.client.V1ContainerState(terminated=terminated))
-        return kubernetes.client.V1Pod(metadata=self.pods[name].metadata,
-                                       status=kubernetes.client.V1PodStatus(container_statuses=[status]))
+            name=self.pods[name].spec.containers[0].name,
+            image="x",
+            image_id="x",
+            ready=False,
+            restart_count=0,
+            state=kubernetes.client.V1ContainerState(terminated=terminated),
+        )
+        return kubernetes.client.V1Pod(
+            metadata=self.pods[name].metadata, status=kubernetes.client.V1PodStatus(container_statuses=[status])
+        )
 
     def list_namespaced_pod(self, namespace, field_selector):
         name = field_selector.split("=", 1)[1]
@@ -262,19 +370,27 @@ def test_pipes_k8s_client_run_reports_metadata_and_check(tmp_path):
     data_root = tmp_path / "data"
     make_toy_shards(data_root / "shards" / "CC-MAIN-2024-10", n_shards=1, per_shard=32, seed=5)
     fake = FakeCoreV1Api(REPO)
-    client = DagsterKubernetesClient(batch_api=mock.MagicMock(), core_api=fake, logger=lambda *_: None,
-                                     sleeper=lambda *_: None, timer=time.time)
-    launcher = TrainingLauncher(mode="k8s", data_root=str(data_root), poll_interval=0.01,
-                                env={"OMP_NUM_THREADS": "1", "MLFLOW_TRACKING_URI": "none"})
-    with mock.patch.object(DagsterKubernetesClient, "production_client", return_value=client), \
-            mock.patch.object(PipesK8sClient, "_load_k8s_config", lambda self: None), \
-            dg.instance_for_test() as instance:
+    client = DagsterKubernetesClient(
+        batch_api=mock.MagicMock(), core_api=fake, logger=lambda *_: None, sleeper=lambda *_: None, timer=time.time
+    )
+    launcher = TrainingLauncher(
+        mode="k8s",
+        data_root=str(data_root),
+        poll_interval=0.01,
+        env={"OMP_NUM_THREADS": "1", "MLFLOW_TRACKING_URI": "none"},
+    )
+    with (
+        mock.patch.object(DagsterKubernetesClient, "production_client", return_value=client),
+        mock.patch.object(PipesK8sClient, "_load_k8s_config", lambda self: None),
+        dg.instance_for_test() as instance,
+    ):
         instance.add_dynamic_partitions("cc_snapshot", ["CC-MAIN-2024-10"])
         result = dg.materialize(
-            [clip_checkpoint], partition_key="CC-MAIN-2024-10", instance=instance,
+            [clip_checkpoint],
+            partition_key="CC-MAIN-2024-10",
+            instance=instance,
             resources={"training_launcher": launcher, "curation_storage": CurationStorage(data_root=str(tmp_path))},
-            run_config={"ops": {"clip_checkpoint": {"config": {"batch_size": 8, "samples_budget": 16,
-                                                                "threads": 1}}}},
+            run_config={"ops": {"clip_checkpoint": {"config": {"batch_size": 8, "samples_budget": 16, "threads": 1}}}},
         )
     assert result.success
     [name] = fake.pods
@@ -291,12 +407,14 @@ def test_pipes_k8s_client_run_reports_metadata_and_check(tmp_path):
 def test_user_code_image_compiles_the_extension_in_a_build_stage():
     """pyproject declares a C extension (curation/_native.c): the slim image has no compiler, so a build stage
     with gcc makes the wheel and the runtime stage installs that wheel, not the source tree."""
-    text = "\n".join(line for line in (K8S / "Dockerfile.user-code").read_text().splitlines()
-                     if not line.lstrip().startswith("#"))
+    text = "\n".join(
+        line for line in (K8S / "Dockerfile.user-code").read_text().splitlines() if not line.lstrip().startswith("#")
+    )
     build, _, runtime = text.rpartition("\nFROM ")  # the last FROM starts the runtime stage
     assert " AS build" in build and "gcc" in build and "pip wheel" in build and "-w /wheels ." in build
     assert "COPY --from=build /wheels /wheels" in runtime and "pip install --no-cache-dir /wheels/*.whl" in runtime
     assert "gcc" not in runtime and "COPY metaclip_assets" not in runtime
     ext = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["ext-modules"]
     assert [(e["name"], e["sources"]) for e in ext] == [
-        ("metaclip_assets._native._kernels", ["metaclip_assets/_native/kernels.c"])]
+        ("metaclip_assets._native._kernels", ["metaclip_assets/_native/kernels.c"])
+    ]

@@ -22,10 +22,10 @@ import dagster as dg
 import pytest
 
 from metaclip_assets import layout
-from metaclip_assets.sample.snapshot import make_sample_snapshot
 from metaclip_assets.definitions import curation_assets
 from metaclip_assets.defs.partitions import NUM_SHARDS, SNAPSHOT_PARTITIONS_NAME
 from metaclip_assets.defs.resources import CurationStorage
+from metaclip_assets.sample.snapshot import make_sample_snapshot
 from metaclip_assets.storage import Storage
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,8 +67,9 @@ def _free_port() -> int:
 def postgres():
     bindir = _postgres_bindir()
     if bindir is None:
-        pytest.skip("PostgreSQL server binaries not found (/usr/lib/postgresql/*/bin/initdb): "
-                    "apt-get install -y postgresql")
+        pytest.skip(
+            "PostgreSQL server binaries not found (/usr/lib/postgresql/*/bin/initdb): apt-get install -y postgresql"
+        )
     psycopg2 = pytest.importorskip("psycopg2", reason="dagster-postgres==0.29.27 (psycopg2-binary) not installed")
     prefix, uid, gid = _as_server_user()
     # Not pytest's tmp_path: that is private to root, and the server user must reach its directory.
@@ -76,32 +77,73 @@ def postgres():
     (work / "pw").write_text(PASSWORD + "\n")
     for p in (work, work / "pw"):
         os.chown(p, uid, gid)
-    subprocess.run([*prefix, str(bindir / "initdb"), "-D", str(work / "data"), "-U", "dagster", "--pwfile",
-                    str(work / "pw"), "--auth=scram-sha-256", "-E", "UTF8", "--no-sync"],
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [
+            *prefix,
+            str(bindir / "initdb"),
+            "-D",
+            str(work / "data"),
+            "-U",
+            "dagster",
+            "--pwfile",
+            str(work / "pw"),
+            "--auth=scram-sha-256",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     port = _free_port()
     log = open(work / "server.log", "wb")
     server = subprocess.Popen(
-        [*prefix, str(bindir / "postgres"), "-D", str(work / "data"), "-p", str(port), "-k", str(work),
-         "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            *prefix,
+            str(bindir / "postgres"),
+            "-D",
+            str(work / "data"),
+            "-p",
+            str(port),
+            "-k",
+            str(work),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while True:
             try:
-                conn = psycopg2.connect(host="127.0.0.1", port=port, user="dagster", password=PASSWORD,
-                                        dbname="postgres", connect_timeout=2)
+                conn = psycopg2.connect(
+                    host="127.0.0.1", port=port, user="dagster", password=PASSWORD, dbname="postgres", connect_timeout=2
+                )
                 break
             except psycopg2.OperationalError:
                 if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"PostgreSQL did not start:\n{(work / 'server.log').read_text()[-3000:]}")
+                    raise RuntimeError(
+                        f"PostgreSQL did not start:\n{(work / 'server.log').read_text()[-3000:]}"
+                    ) from None
                 time.sleep(0.2)
         conn.autocommit = True
         with conn.cursor() as cur:
             cur.execute("CREATE DATABASE dagster")
         conn.close()
-        yield {"DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": str(port), "DAGSTER_PG_USER": "dagster",
-               "DAGSTER_PG_PASSWORD": PASSWORD, "DAGSTER_PG_DB": "dagster"}
+        yield {
+            "DAGSTER_PG_HOST": "127.0.0.1",
+            "DAGSTER_PG_PORT": str(port),
+            "DAGSTER_PG_USER": "dagster",
+            "DAGSTER_PG_PASSWORD": PASSWORD,
+            "DAGSTER_PG_DB": "dagster",
+        }
     finally:
         server.send_signal(signal.SIGINT)  # PostgreSQL's "fast" shutdown: ends sessions, checkpoints, exits
         try:
@@ -139,10 +181,18 @@ def test_sample_materialized_against_postgres_and_read_back(postgres, tmp_path, 
         instance.event_log_storage.set_concurrency_slots("gpu", 1)  # = dagster instance concurrency set gpu 1
 
         instance.add_dynamic_partitions(SNAPSHOT_PARTITIONS_NAME, [SNAPSHOT])
-        for selection, key, config in [(["metadata_entries"], None, SAMPLE_METADATA_CONFIG),
-                                       (["crawl_pool", "matched_pool"], shard_key, {})]:
-            result = dg.materialize(curation_assets, selection=selection, partition_key=key, instance=instance,
-                                    resources=resources, run_config=config)
+        for selection, key, config in [
+            (["metadata_entries"], None, SAMPLE_METADATA_CONFIG),
+            (["crawl_pool", "matched_pool"], shard_key, {}),
+        ]:
+            result = dg.materialize(
+                curation_assets,
+                selection=selection,
+                partition_key=key,
+                instance=instance,
+                resources=resources,
+                run_config=config,
+            )
             assert result.success
         run_ids = {r.run_id for r in instance.get_runs()}
     finally:
@@ -163,7 +213,8 @@ def test_sample_materialized_against_postgres_and_read_back(postgres, tmp_path, 
         meta = reread.get_latest_materialization_event(dg.AssetKey("metadata_entries")).asset_materialization
         assert meta.metadata["sha256"].value == Storage(data).read_json(layout.METADATA_CURRENT)["sha256"]
         check = reread.get_latest_asset_check_evaluation_record(
-            dg.AssetCheckKey(dg.AssetKey("crawl_pool"), "shard_not_empty"))
+            dg.AssetCheckKey(dg.AssetKey("crawl_pool"), "shard_not_empty")
+        )
         assert check.status.value == "SUCCEEDED" and check.run_id in run_ids
         assert reread.event_log_storage.get_concurrency_info("gpu").slot_count == 1
     finally:

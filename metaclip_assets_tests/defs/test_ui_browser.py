@@ -23,12 +23,12 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from metaclip_assets.sample.snapshot import make_sample_snapshot
 from metaclip_assets.definitions import pipeline_assets
 from metaclip_assets.defs.acquisition_assets import ImageSourceResource
 from metaclip_assets.defs.partitions import NUM_SHARDS, SNAPSHOT_PARTITIONS_NAME, shard_partitions
 from metaclip_assets.defs.resources import CurationStorage
 from metaclip_assets.defs.training_assets import TrainingLauncher
+from metaclip_assets.sample.snapshot import make_sample_snapshot
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -36,8 +36,15 @@ ARTIFACTS = REPO / "test-artifacts" / "ui"
 SNAPSHOT = "SAMPLE-2024-10"
 CURATION = ["metadata_entries", "crawl_pool", "matched_pool", "entry_counts", "balanced_subset", "data_card"]
 # Flags that work on this machine kind (platform notes, section 9); the profile dir is a launch argument.
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 pytestmark = pytest.mark.slow
 
 
@@ -63,9 +70,15 @@ class Server:
         self.name, self.url, self.ready_path = name, f"http://127.0.0.1:{port}", ready_path
         self.log_path = log_dir / f"{name}.log"
         self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT,
-                                     start_new_session=True,
-                                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=REPO,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
 
     def wait_ready(self, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
@@ -108,30 +121,64 @@ def _materialize_sample(home: Path, data: Path, mlflow: Server) -> dict:
     resources = {
         "curation_storage": CurationStorage(data_root=str(data)),
         "image_source": ImageSourceResource(kind="warc"),
-        "training_launcher": TrainingLauncher(mode="local", env={"MLFLOW_TRACKING_URI": mlflow.url,
-                                                                 "OMP_NUM_THREADS": "1"}),
+        "training_launcher": TrainingLauncher(
+            mode="local", env={"MLFLOW_TRACKING_URI": mlflow.url, "OMP_NUM_THREADS": "1"}
+        ),
     }
     metadata_config = json.loads((REPO / "scripts" / "sample-metadata-config.json").read_text())
-    shard_keys = [dg.MultiPartitionKey({"snapshot": SNAPSHOT, "shard": s})
-                  for s in shard_partitions.get_partition_keys()]
+    shard_keys = [
+        dg.MultiPartitionKey({"snapshot": SNAPSHOT, "shard": s}) for s in shard_partitions.get_partition_keys()
+    ]
     steps = [(["metadata_entries"], None, metadata_config)]
     steps += [(["crawl_pool", "matched_pool"], key, {}) for key in shard_keys]
-    steps += [(["entry_counts", "balanced_subset", "data_card"], SNAPSHOT,
-               {"ops": {"balanced_subset": {"config": {"t": 30}}}})]
-    steps += [(["webdataset_shards"], key, {"ops": {"webdataset_shards": {"config": {
-        "image_size": 64, "samples_per_shard": 256}}}}) for key in shard_keys]  # the sample's images are 64 px
-    training = (["clip_checkpoint"], SNAPSHOT, {"ops": {"clip_checkpoint": {"config": {
-        "samples_budget": 64 * 16, "log_every": 4, "threads": 1, "mlflow_ui_url": mlflow.url}}}})
+    steps += [
+        (
+            ["entry_counts", "balanced_subset", "data_card"],
+            SNAPSHOT,
+            {"ops": {"balanced_subset": {"config": {"t": 30}}}},
+        )
+    ]
+    steps += [
+        (
+            ["webdataset_shards"],
+            key,
+            {"ops": {"webdataset_shards": {"config": {"image_size": 64, "samples_per_shard": 256}}}},
+        )
+        for key in shard_keys
+    ]  # the sample's images are 64 px
+    training = (
+        ["clip_checkpoint"],
+        SNAPSHOT,
+        {
+            "ops": {
+                "clip_checkpoint": {
+                    "config": {"samples_budget": 64 * 16, "log_every": 4, "threads": 1, "mlflow_ui_url": mlflow.url}
+                }
+            }
+        },
+    )
     instance = dg.DagsterInstance.from_config(str(home))
     try:
         instance.add_dynamic_partitions(SNAPSHOT_PARTITIONS_NAME, [SNAPSHOT])
         for selection, key, config in steps:
-            assert dg.materialize(pipeline_assets, selection=selection, partition_key=key, instance=instance,
-                                  resources=resources, run_config=config).success
+            assert dg.materialize(
+                pipeline_assets,
+                selection=selection,
+                partition_key=key,
+                instance=instance,
+                resources=resources,
+                run_config=config,
+            ).success
         mlflow.wait_ready()  # booted meanwhile
         selection, key, config = training
-        result = dg.materialize(pipeline_assets, selection=selection, partition_key=key, instance=instance,
-                                resources=resources, run_config=config)
+        result = dg.materialize(
+            pipeline_assets,
+            selection=selection,
+            partition_key=key,
+            instance=instance,
+            resources=resources,
+            run_config=config,
+        )
         assert result.success
         [materialization] = result.asset_materializations_for_node("clip_checkpoint")
         return {k: v.value for k, v in materialization.metadata.items()}
@@ -152,17 +199,38 @@ def servers(tmp_path_factory):
     for k in ("MLFLOW_TRACKING_URI", "DAGSTER_PIPES_CONTEXT"):
         env.pop(k, None)
     mlflow_port, dagster_port = _free_port(), _free_port()
-    mlflow = Server("mlflow", [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{work}/mlflow.db",
-                               "--default-artifact-root", str(work / "mlflow-artifacts"), "--host", "127.0.0.1",
-                               "--port", str(mlflow_port), "--workers", "1"],
-                    {**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, work, "/health", mlflow_port)
+    mlflow = Server(
+        "mlflow",
+        [
+            str(BIN / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{work}/mlflow.db",
+            "--default-artifact-root",
+            str(work / "mlflow-artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(mlflow_port),
+            "--workers",
+            "1",
+        ],
+        {**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        work,
+        "/health",
+        mlflow_port,
+    )
     started = [mlflow]
     try:
         training = _materialize_sample(home, data, mlflow)
-        dagster = Server("dagster-dev", [str(BIN / "dagster"), "dev", "-h", "127.0.0.1", "-p", str(dagster_port),
-                                         "-w", "workspace.yaml"],
-                         {**env, "DAGSTER_HOME": str(home), "METACLIP_DATA_ROOT": str(data),
-                          "METACLIP_NUM_SHARDS": str(NUM_SHARDS)}, work, "/server_info", dagster_port)
+        dagster = Server(
+            "dagster-dev",
+            [str(BIN / "dagster"), "dev", "-h", "127.0.0.1", "-p", str(dagster_port), "-w", "workspace.yaml"],
+            {**env, "DAGSTER_HOME": str(home), "METACLIP_DATA_ROOT": str(data), "METACLIP_NUM_SHARDS": str(NUM_SHARDS)},
+            work,
+            "/server_info",
+            dagster_port,
+        )
         started.append(dagster)
         dagster.wait_ready()
         yield {"dagster": dagster, "mlflow": mlflow, "home": home, "data": data, "training": training}
@@ -177,8 +245,9 @@ def browser():
 
     profile = tempfile.mkdtemp(prefix="chromium-profile-")
     with sync_playwright() as p:
-        ctx = p.chromium.launch_persistent_context(profile, executable_path=_chromium(), headless=True, args=FLAGS,
-                                                   viewport={"width": 1600, "height": 1000})
+        ctx = p.chromium.launch_persistent_context(
+            profile, executable_path=_chromium(), headless=True, args=FLAGS, viewport={"width": 1600, "height": 1000}
+        )
         ctx.set_default_timeout(60_000)
         yield ctx
         ctx.close()
@@ -195,6 +264,7 @@ def shot(tmp_path_factory):
         page.screenshot(path=str(path))
         shutil.copyfile(path, ARTIFACTS / path.name)
         return path
+
     return save
 
 

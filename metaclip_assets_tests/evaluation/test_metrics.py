@@ -1,5 +1,6 @@
 """Evaluation without a model: metric math on hand-built embeddings with known answers, the TiC-CLIP summary,
 report rendering, and the eval-set loaders (class-name mapping, template formats, retrieval files)."""
+
 from __future__ import annotations
 
 import io
@@ -71,8 +72,15 @@ def test_ties_count_against_the_model():
     logits = torch.tensor([[5.0, 5.0, 1.0, 0.0]])
     assert metrics.beaten_by(logits, F.one_hot(torch.tensor([0]), 4).bool()).tolist() == [1]
     assert metrics.zero_shot_metrics(logits, torch.tensor([0]), ks=(1, 2)) == pytest.approx(
-        {"top1": 0.0, "top2": 1.0, "mean_per_class_recall": 0.0, "n_samples": 1.0, "n_classes": 4.0,
-         "chance_top1": 0.25})
+        {
+            "top1": 0.0,
+            "top2": 1.0,
+            "mean_per_class_recall": 0.0,
+            "n_samples": 1.0,
+            "n_classes": 4.0,
+            "chance_top1": 0.25,
+        }
+    )
 
 
 def test_nan_scores_are_wrong_not_right():
@@ -129,13 +137,25 @@ def test_collapsed_embeddings_score_zero_retrieval():
 
 
 # ---- TiC-CLIP matrix, summary, rendering --------------------------------------------------------------------
-MATRIX = {"rows": ["A", "B", "C"], "cols": ["A", "B", "C"],
-          "values": [[0.50, 0.30, 0.20], [0.40, 0.60, 0.35], [0.45, 0.50, 0.70]]}
+MATRIX = {
+    "rows": ["A", "B", "C"],
+    "cols": ["A", "B", "C"],
+    "values": [[0.50, 0.30, 0.20], [0.40, 0.60, 0.35], [0.45, 0.50, 0.70]],
+}
 
 
 def test_compute_matrix_and_summary():
-    scores = {("a.pt", "A"): .5, ("a.pt", "B"): .3, ("a.pt", "C"): .2, ("b.pt", "A"): .4, ("b.pt", "B"): .6,
-              ("b.pt", "C"): .35, ("c.pt", "A"): .45, ("c.pt", "B"): .5, ("c.pt", "C"): .7}
+    scores = {
+        ("a.pt", "A"): 0.5,
+        ("a.pt", "B"): 0.3,
+        ("a.pt", "C"): 0.2,
+        ("b.pt", "A"): 0.4,
+        ("b.pt", "B"): 0.6,
+        ("b.pt", "C"): 0.35,
+        ("c.pt", "A"): 0.45,
+        ("c.pt", "B"): 0.5,
+        ("c.pt", "C"): 0.7,
+    }
     calls = []
 
     def score(ckpt, ds):
@@ -168,8 +188,20 @@ def test_matrix_markdown_and_heatmap():
 
 
 def test_finite_check_flags_out_of_range_and_nan():
-    base = {"zeroshot": {"s": {"top1": 0.5, "top5": 0.9, "mean_per_class_recall": 0.5, "n_samples": 10.0,
-                               "nonfinite_embeddings": 0.0}}, "retrieval": {}, "matrix": None, "tic": None}
+    base = {
+        "zeroshot": {
+            "s": {
+                "top1": 0.5,
+                "top5": 0.9,
+                "mean_per_class_recall": 0.5,
+                "n_samples": 10.0,
+                "nonfinite_embeddings": 0.0,
+            }
+        },
+        "retrieval": {},
+        "matrix": None,
+        "tic": None,
+    }
     assert runner.finite_check(base) == {"passed": True, "checked": 5, "problems": []}
     bad = json.loads(json.dumps(base))
     bad["zeroshot"]["s"]["top5"] = 1.5
@@ -217,17 +249,22 @@ def test_names_and_templates_from_files(tmp_path):
 def test_retrieval_loaders_jsonl_and_coco(tmp_path):
     for name in ("1.jpg", "2.jpg"):
         _jpg(tmp_path / "val2017" / name)
-    coco = {"images": [{"id": 2, "file_name": "2.jpg"}, {"id": 1, "file_name": "1.jpg"},
-                       {"id": 3, "file_name": "3.jpg"}],
-            "annotations": [{"image_id": 1, "id": 1, "caption": "a cat "}, {"image_id": 2, "id": 2, "caption": "a dog"},
-                            {"image_id": 1, "id": 3, "caption": "cat on mat"}]}
+    coco = {
+        "images": [{"id": 2, "file_name": "2.jpg"}, {"id": 1, "file_name": "1.jpg"}, {"id": 3, "file_name": "3.jpg"}],
+        "annotations": [
+            {"image_id": 1, "id": 1, "caption": "a cat "},
+            {"image_id": 2, "id": 2, "caption": "a dog"},
+            {"image_id": 1, "id": 3, "caption": "cat on mat"},
+        ],
+    }
     (tmp_path / "annotations").mkdir()
     (tmp_path / "annotations" / "captions.json").write_text(json.dumps(coco))
     c = datasets.retrieval_set("coco", str(tmp_path / "annotations" / "captions.json"), "coco")
     assert [p.split("/")[-1] for p in c.images] == ["1.jpg", "2.jpg"]  # image 3 has no caption: left out
     assert c.captions == [["a cat", "cat on mat"], ["a dog"]] and c.flat()[1] == [0, 0, 1]
-    (tmp_path / "pairs.jsonl").write_text('{"image": "val2017/1.jpg", "captions": ["x", "y"]}\n'
-                                          '{"image": "val2017/2.jpg", "captions": "z"}\n')
+    (tmp_path / "pairs.jsonl").write_text(
+        '{"image": "val2017/1.jpg", "captions": ["x", "y"]}\n{"image": "val2017/2.jpg", "captions": "z"}\n'
+    )
     j = datasets.retrieval_set("j", str(tmp_path / "pairs.jsonl"))
     assert j.captions == [["x", "y"], ["z"]] and j.images == c.images
     (tmp_path / "bad.jsonl").write_text('{"image": "val2017/9.jpg", "captions": ["x"]}\n')

@@ -1,4 +1,5 @@
 """Metadata sources (WordNet, Wikipedia dumps/tables/pageviews) and the metadata build."""
+
 from __future__ import annotations
 
 import bz2
@@ -11,7 +12,13 @@ from collections import Counter
 import pytest
 
 from metaclip_assets.metadata import wikipedia as wiki
-from metaclip_assets.metadata.entries import MetadataConfig, build_metadata, entries_sha256, load_metadata_json, write_metadata_json
+from metaclip_assets.metadata.entries import (
+    MetadataConfig,
+    build_metadata,
+    entries_sha256,
+    load_metadata_json,
+    write_metadata_json,
+)
 from metaclip_assets.metadata.wordnet import NUMBER_ENTRIES, wordnet_entries, wordnet_names, wordnet_synset_names
 
 
@@ -21,6 +28,7 @@ def wn_entries() -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------------- WordNet
+
 
 @pytest.mark.realdata
 def test_wordnet_entries_equal_reference_slice(wn_entries, shared_metaclip):
@@ -73,8 +81,9 @@ Alpha beta alpha.</text></revision></page>
 def test_tiny_dump_articles_and_counts(tmp_path, suffix):
     path = tmp_path / f"dump{suffix}"
     data = TINY_DUMP.encode()
-    path.write_bytes(bz2.compress(data) if suffix.endswith("bz2") else gzip.compress(data)
-                     if suffix.endswith("gz") else data)
+    path.write_bytes(
+        bz2.compress(data) if suffix.endswith("bz2") else gzip.compress(data) if suffix.endswith("gz") else data
+    )
     articles = list(wiki.iter_dump_articles(path))
     assert [t for t, _ in articles] == ["Alpha Beta", "Two Revs"]
     assert articles[1][1] == "New text"
@@ -83,12 +92,21 @@ def test_tiny_dump_articles_and_counts(tmp_path, suffix):
     counts = wiki.count_dump_ngrams([path])
     assert counts.documents == 2
     assert counts.total_tokens == 11
-    assert counts.unigrams == Counter({"Alpha": 2, "is": 1, "a": 1, "Greek": 1, "letter": 1, "Usage": 1,
-                                       "beta": 1, "alpha": 1, "New": 1, "text": 1})
+    assert counts.unigrams == Counter(
+        {"Alpha": 2, "is": 1, "a": 1, "Greek": 1, "letter": 1, "Usage": 1, "beta": 1, "alpha": 1, "New": 1, "text": 1}
+    )
     # No bigram across "." or a line break; case is kept ("Alpha" vs "alpha").
-    assert counts.bigrams == Counter({("Alpha", "is"): 1, ("is", "a"): 1, ("a", "Greek"): 1,
-                                      ("Greek", "letter"): 1, ("Alpha", "beta"): 1, ("beta", "alpha"): 1,
-                                      ("New", "text"): 1})
+    assert counts.bigrams == Counter(
+        {
+            ("Alpha", "is"): 1,
+            ("is", "a"): 1,
+            ("a", "Greek"): 1,
+            ("Greek", "letter"): 1,
+            ("Alpha", "beta"): 1,
+            ("beta", "alpha"): 1,
+            ("New", "text"): 1,
+        }
+    )
 
 
 def test_wikitext_to_plain_constructs():
@@ -96,20 +114,28 @@ def test_wikitext_to_plain_constructs():
         "<!-- hidden -->{{Infobox|a={{nested|b}}|c=[[d]]}}Intro ''it'' '''bold''' [[Paris]]ian"
         " [[Lyon|the city]] [http://example.org Example site] [http://bare.example]&nbsp;x<br/>y\n"
         "[[File:Cat.jpg|thumb|A [[cat]] caption]]\n"
-        "{| class=\"wikitable\"\n|-\n| cell {{tpl}}\n|}\n"
+        '{| class="wikitable"\n|-\n| cell {{tpl}}\n|}\n'
         "=== Heading ===\n* item one\n# item two\n"
-        "<ref name=\"a\" />Text<ref>cite</ref> <math>x^2</math><small>small</small>\n"
+        '<ref name="a" />Text<ref>cite</ref> <math>x^2</math><small>small</small>\n'
         "[[Category:Things]] [[de:Ding]] [[wikt:word|word]] __NOTOC__"
     )
     assert wiki.wikitext_to_plain(text) == (
-        "Intro it bold Parisian the city Example site \xa0x\ny\n\nHeading\nitem one\nitem two\n"
-        "Text small\nword"
+        "Intro it bold Parisian the city Example site \xa0x\ny\n\nHeading\nitem one\nitem two\nText small\nword"
     )
 
 
 def test_tokenize_rule():
     assert wiki.tokenize("Rock'n'roll, Jean-Paul's 1990s -- e-mail_x café 3.5 'quoted'") == [
-        "Rock'n'roll", "Jean-Paul's", "1990s", "e-mail", "x", "café", "3", "5", "quoted"]
+        "Rock'n'roll",
+        "Jean-Paul's",
+        "1990s",
+        "e-mail",
+        "x",
+        "café",
+        "3",
+        "5",
+        "quoted",
+    ]
 
 
 @pytest.mark.realdata
@@ -138,6 +164,7 @@ def test_real_enwiki_dump_sample(realdata):
 
 # ----------------------------------------------------------------------------------------------- PMI
 
+
 def test_pmi_matches_hand_computation():
     counts = wiki.count_ngrams(["x y", "x y", "x z", "w w w w"])
     assert counts.total_tokens == 10
@@ -151,10 +178,11 @@ def test_pmi_matches_hand_computation():
 
 def test_pmi_threshold_and_missing_words():
     n = 2**30  # pmi of two hapaxes seen together is exactly log2(n) = 30.0
-    ngrams = wiki.NgramCounts(unigrams=Counter({"the": n - 3, "Foo": 1, "Bar": 1, "Baz": 1}),
-                              bigrams=Counter({("Foo", "Bar"): 1, ("the", "Foo"): 1, ("Foo", "Qux"): 5,
-                                               ("Baz", "Baz"): 1}),
-                              total_tokens=n)
+    ngrams = wiki.NgramCounts(
+        unigrams=Counter({"the": n - 3, "Foo": 1, "Bar": 1, "Baz": 1}),
+        bigrams=Counter({("Foo", "Bar"): 1, ("the", "Foo"): 1, ("Foo", "Qux"): 5, ("Baz", "Baz"): 1}),
+        total_tokens=n,
+    )
     scores = dict(wiki.bigram_scores(ngrams))
     assert ("Foo", "Qux") not in scores  # word missing from the unigram table
     assert scores[("Foo", "Bar")] == 30.0
@@ -165,8 +193,9 @@ def test_pmi_threshold_and_missing_words():
 
 def test_frequency_tables(tmp_path):
     uni = tmp_path / "uni.txt.gz"
-    uni.write_bytes(gzip.compress("the 500\nDog 120\ndog 99\nbad\nx y 3\nzero 0\nneg -1\n\xe9\n".encode()
-                                  + b"\xff\xfe 3\n"))
+    uni.write_bytes(
+        gzip.compress("the 500\nDog 120\ndog 99\nbad\nx y 3\nzero 0\nneg -1\n\xe9\n".encode() + b"\xff\xfe 3\n")
+    )
     table = wiki.read_unigram_table(uni)
     assert table.counts == Counter({"the": 500, "Dog": 120, "dog": 99})  # the zero row carries nothing
     assert table.skipped_lines == 5  # "bad", "x y 3", "neg -1", "é" (no count), invalid UTF-8
@@ -181,21 +210,22 @@ def test_frequency_tables(tmp_path):
 
 # ------------------------------------------------------------------------------------------ pageviews
 
+
 def test_pageview_titles(tmp_path):
     hour1 = (
-        "en Main_Page 242332 0\n"
-        "en Main_Page 10 0\n"          # below 50 in this hour: ignored
-        "en.m Main_Page 1000 0\n"      # mobile
-        "de Berlin 500 0\n"            # other project
-        "en Special:Search 900 0\n"    # namespace title
-        "en New_York_City 60 0\n"
-        "en Rare 69 0\n"               # 69 < 70 in total
-        "en Split_Hours 40 0\n"
-        "en Sum_Title 50 0\n"
-        "en Broken 12x 0\n"            # malformed: count
-        "en onlythree 5\n"             # malformed: 3 fields
-        "garbage\n"
-    ).encode() + b"en Caf\xe9 100 0\n"   # malformed: not UTF-8
+        b"en Main_Page 242332 0\n"
+        b"en Main_Page 10 0\n"  # below 50 in this hour: ignored
+        b"en.m Main_Page 1000 0\n"  # mobile
+        b"de Berlin 500 0\n"  # other project
+        b"en Special:Search 900 0\n"  # namespace title
+        b"en New_York_City 60 0\n"
+        b"en Rare 69 0\n"  # 69 < 70 in total
+        b"en Split_Hours 40 0\n"
+        b"en Sum_Title 50 0\n"
+        b"en Broken 12x 0\n"  # malformed: count
+        b"en onlythree 5\n"  # malformed: 3 fields
+        b"garbage\n"
+    ) + b"en Caf\xe9 100 0\n"  # malformed: not UTF-8
     hour2 = "en Split_Hours 40 0\nen Sum_Title 50 0\nen New_York_City 20 0\nen.m Rare 500 0\n"
     (tmp_path / "pageviews-1.gz").write_bytes(gzip.compress(hour1))
     (tmp_path / "pageviews-2.bz2").write_bytes(bz2.compress(hour2.encode()))
@@ -214,16 +244,23 @@ def test_pageview_titles(tmp_path):
 
 # ------------------------------------------------------------------------------------ metadata build
 
+
 def _small_config(tmp_path) -> MetadataConfig:
     big = 2**30  # makes the two hapaxes "hot"/"dog2" reach PMI >= 30
     (tmp_path / "uni.txt").write_text(
-        f"the {big}\nDog 300\ndog 200\n7 500\n- 400\nab 150\nrare 5\nhot 1\ndog2 1\n", encoding="utf-8")
+        f"the {big}\nDog 300\ndog 200\n7 500\n- 400\nab 150\nrare 5\nhot 1\ndog2 1\n", encoding="utf-8"
+    )
     (tmp_path / "bi.txt").write_text("hot dog2 1\nthe the 7\nhot missing 9\n", encoding="utf-8")
     (tmp_path / "pv").write_text(
         "en Dog 900 0\nen Hot_dog 900 0\nen hot_dog2 900 0\nen _Padded_ 900 0\nen ! 900 0\nen 42 900 0\n",
-        encoding="utf-8")
-    return MetadataConfig(wordnet=False, unigram_table_paths=[str(tmp_path / "uni.txt")],
-                          bigram_table_paths=[str(tmp_path / "bi.txt")], pageview_paths=[str(tmp_path / "pv")])
+        encoding="utf-8",
+    )
+    return MetadataConfig(
+        wordnet=False,
+        unigram_table_paths=[str(tmp_path / "uni.txt")],
+        bigram_table_paths=[str(tmp_path / "bi.txt")],
+        pageview_paths=[str(tmp_path / "pv")],
+    )
 
 
 def test_build_metadata_order_dedup_and_cleanup(tmp_path):
@@ -266,10 +303,12 @@ def test_metadata_json_roundtrip_and_errors(tmp_path):
     build = build_metadata(MetadataConfig(metadata_json=str(path)))
     assert build.entries == entries and set(build.sources) == {"metadata_json"}
 
-    bad = {"dict.json": ('{"dog": 1}', "must be a JSON list of strings, got dict"),
-           "mixed.json": ('["dog", 3]', "entry 1 is int"),
-           "dupes.json": ('["dog", "dog"]', "duplicated metadata entries"),
-           "broken.json": ('["dog",', "not valid JSON")}
+    bad = {
+        "dict.json": ('{"dog": 1}', "must be a JSON list of strings, got dict"),
+        "mixed.json": ('["dog", 3]', "entry 1 is int"),
+        "dupes.json": ('["dog", "dog"]', "duplicated metadata entries"),
+        "broken.json": ('["dog",', "not valid JSON"),
+    }
     for name, (content, message) in bad.items():
         (tmp_path / name).write_text(content, encoding="utf-8")
         with pytest.raises(ValueError, match=message):

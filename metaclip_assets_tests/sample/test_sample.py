@@ -3,6 +3,7 @@
 The manifest's numbers are checked against an independent mini reader written here (warcio + json + selectolax),
 so the generator's own bookkeeping cannot hide a mismatch with the bytes on disk. The real pool reader is not used.
 """
+
 from __future__ import annotations
 
 import bz2
@@ -56,7 +57,7 @@ def members(data: bytes):
 def read_snapshot(root: Path, m: S.SampleManifest):
     skips: Counter = Counter()
     links: Counter = Counter()
-    pairs: Counter = Counter()          # (url, text) -> occurrences
+    pairs: Counter = Counter()  # (url, text) -> occurrences
     per_file: dict[str, set] = {}
     written: Counter = Counter()
     crawl = root / m.crawl_dir
@@ -71,7 +72,7 @@ def read_snapshot(root: Path, m: S.SampleManifest):
             per_file.setdefault(file, set()).add((url, t))
 
     for name in m.wat_files:
-        for off, raw, complete in members((crawl / name).read_bytes()):
+        for _off, raw, complete in members((crawl / name).read_bytes()):
             if not complete:
                 skips["truncated_gzip"] += 1
                 continue
@@ -128,8 +129,12 @@ def read_snapshot(root: Path, m: S.SampleManifest):
                         continue
                     links["warc"] += 1
                     url = urljoin(base or page, src)
-                    add("warc", name, url, [S.clean_warc_text(img.attributes[k] or "") for k in KEYS
-                                            if k in img.attributes])
+                    add(
+                        "warc",
+                        name,
+                        url,
+                        [S.clean_warc_text(img.attributes[k] or "") for k in KEYS if k in img.attributes],
+                    )
     return skips, links, pairs, per_file, written
 
 
@@ -150,9 +155,10 @@ def test_layout_and_manifest_roundtrip(default):
     root, m, _ = default
     crawl = root / "crawl" / m.snapshot
     names = sorted(p.name for p in crawl.iterdir())
-    assert names == sorted(m.wat_files + m.warc_files)     # nothing but crawl files in the crawl dir
-    assert len(m.wat_files) == 8 and all(re.fullmatch(r"CC-MAIN-\d{14}-\d{14}-\d{5}\.warc\.wat\.gz", n)
-                                         for n in m.wat_files)
+    assert names == sorted(m.wat_files + m.warc_files)  # nothing but crawl files in the crawl dir
+    assert len(m.wat_files) == 8 and all(
+        re.fullmatch(r"CC-MAIN-\d{14}-\d{14}-\d{5}\.warc\.wat\.gz", n) for n in m.wat_files
+    )
     assert re.fullmatch(r"CC-MAIN-\d{14}-\d{14}-00008\.warc\.gz", m.warc_files[0])
     assert (root / "images" / m.snapshot / "images.warc.gz").is_file()
     assert S.load_manifest(root, m.snapshot) == m
@@ -164,7 +170,7 @@ def test_layout_and_manifest_roundtrip(default):
 def test_same_seed_same_bytes_other_seed_differs(tmp_path):
     a = S.make_sample_snapshot(tmp_path / "a", "TEST-2024-05", seed=7, **SMALL)
     manifest_bytes = (tmp_path / "a/manifests/TEST-2024-05.json").read_bytes()
-    again = S.make_sample_snapshot(tmp_path / "a", "TEST-2024-05", seed=7, **SMALL)   # in place, over the old
+    again = S.make_sample_snapshot(tmp_path / "a", "TEST-2024-05", seed=7, **SMALL)  # in place, over the old
     assert again.files == a.files
     assert (tmp_path / "a/manifests/TEST-2024-05.json").read_bytes() == manifest_bytes
     c = S.make_sample_snapshot(tmp_path / "c", "TEST-2024-05", seed=8, **SMALL)
@@ -177,7 +183,7 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
 def test_size_and_speed(default):
     _, m, seconds = default
     assert sum(f["bytes"] for f in m.files) < 5_000_000
-    assert seconds < 30          # ~3-4 s on the project machine; generous bound for loaded CI runners
+    assert seconds < 30  # ~3-4 s on the project machine; generous bound for loaded CI runners
 
 
 def test_rejects_too_small_configs(tmp_path):
@@ -193,7 +199,7 @@ def test_every_record_parses_except_the_truncated_one(default):
     truncated = next(p for p in m.planted if p["reason"] == "truncated_gzip")
     for name, stats in m.records.items():
         data = (root / m.crawl_dir / name).read_bytes()
-        assert data[:10] == b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03"      # gzip mtime 0
+        assert data[:10] == b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03"  # gzip mtime 0
         n = 0
         with open(root / m.crawl_dir / name, "rb") as fh:
             for rec in ArchiveIterator(fh, check_digests=True):
@@ -203,7 +209,7 @@ def test_every_record_parses_except_the_truncated_one(default):
                     # warcio does not raise on a cut gzip member: it yields a short record.
                     assert len(body) < int(rec.rec_headers.get_header("Content-Length"))
                 else:
-                    assert rec.digest_checker.passed is True, (name, n)       # block/payload digests
+                    assert rec.digest_checker.passed is True, (name, n)  # block/payload digests
         assert n == stats["records_written"]
         complete = sum(1 for _, _, ok in members(data) if ok)
         assert complete == stats["records_readable"]
@@ -215,8 +221,17 @@ def test_one_gzip_member_per_record_and_cc_record_layout(default):
     recs = [raw for _, raw, _ in members(data)]
     assert recs[0].startswith(b"WARC/1.0\r\nWARC-Type: warcinfo\r\n")
     assert b"Software-Info: ia-web-commons" in recs[0]
-    wat_header_order = ["WARC-Type", "WARC-Target-URI", "WARC-Date", "WARC-Record-ID", "WARC-Refers-To",
-                        "Content-Type", "Content-Length", "WARC-Payload-Digest", "WARC-Block-Digest"]
+    wat_header_order = [
+        "WARC-Type",
+        "WARC-Target-URI",
+        "WARC-Date",
+        "WARC-Record-ID",
+        "WARC-Refers-To",
+        "Content-Type",
+        "Content-Length",
+        "WARC-Payload-Digest",
+        "WARC-Block-Digest",
+    ]
     kinds = []
     for raw in recs[1:]:
         head, _, rest = raw.partition(b"\r\n\r\n")
@@ -225,11 +240,11 @@ def test_one_gzip_member_per_record_and_cc_record_layout(default):
         hdr = dict(line.split(": ", 1) for line in lines[1:])
         assert list(hdr) == wat_header_order and hdr["WARC-Type"] == "metadata"
         payload = rest[: int(hdr["Content-Length"])]
-        assert rest[len(payload):] == b"\r\n\r\n" and b"\n" not in payload
-        if b"\xe9t\xe9" in payload:           # the planted invalid-UTF-8 record (a response)
+        assert rest[len(payload) :] == b"\r\n\r\n" and b"\n" not in payload
+        if b"\xe9t\xe9" in payload:  # the planted invalid-UTF-8 record (a response)
             kinds.append("response")
             continue
-        assert b"\\/" not in payload           # '/' unescaped, like CommonCrawl's writer
+        assert b"\\/" not in payload  # '/' unescaped, like CommonCrawl's writer
         obj = json.loads(payload)
         assert list(obj) == ["Container", "Envelope"]
         assert set(obj["Container"]) == {"Filename", "Compressed", "Offset", "Gzip-Metadata"}
@@ -258,7 +273,7 @@ def test_planted_bad_records_fail_the_way_they_should(default):
     for reason in ("bad_json", "bad_encoding", "missing_field"):
         p = by_reason[reason]
         data = (root / m.crawl_dir / p["file"]).read_bytes()
-        raw = zlib.decompressobj(31).decompress(data[p["offset"]:])
+        raw = zlib.decompressobj(31).decompress(data[p["offset"] :])
         rec = next(iter(ArchiveIterator(io.BytesIO(raw))))
         assert rec.rec_headers.get_header("WARC-Target-URI") == p["page_url"]
         payload = rec.content_stream().read()
@@ -268,12 +283,12 @@ def test_planted_bad_records_fail_the_way_they_should(default):
         elif reason == "bad_encoding":
             with pytest.raises(UnicodeDecodeError):
                 payload.decode("utf-8")
-            assert json.loads(payload.decode("latin-1"))      # otherwise fine JSON
+            assert json.loads(payload.decode("latin-1"))  # otherwise fine JSON
         else:
             env = json.loads(payload)["Envelope"]
             assert env["WARC-Header-Metadata"]["WARC-Type"] == "response" and "Payload-Metadata" not in env
     bad = by_reason["bad_url"]
-    raw = zlib.decompressobj(31).decompress((root / m.crawl_dir / bad["file"]).read_bytes()[bad["offset"]:])
+    raw = zlib.decompressobj(31).decompress((root / m.crawl_dir / bad["file"]).read_bytes()[bad["offset"] :])
     assert b'"url":"http://[::1/images/dog.jpg"' in raw and bad["page_url"].encode() in raw
     cut = by_reason["truncated_gzip"]
     size = (root / m.crawl_dir / cut["file"]).stat().st_size
@@ -303,7 +318,7 @@ def test_duplicates_within_and_across_files_and_formats(default, reread):
     _, _, pairs, per_file, _ = reread
     dup = m.planted_duplicates[0]
     files = {p["file"] for p in dup["pages"]}
-    assert len(files) == 2 and pairs[(dup["url"], dup["text"])] >= 4   # 3 WAT pages + the WARC copy
+    assert len(files) == 2 and pairs[(dup["url"], dup["text"])] >= 4  # 3 WAT pages + the WARC copy
     assert all((dup["url"], dup["text"]) in per_file[f] for f in files | set(m.warc_files))
     # Global dedup removes more than per-file dedup does.
     assert sum(m.pairs_distinct_per_file.values()) > m.pairs_distinct
@@ -313,16 +328,16 @@ def test_duplicates_within_and_across_files_and_formats(default, reread):
 def test_warc_edge_cases(default, reread):
     root, m, _ = default
     texts = {t for (_, t) in reread[2]}
-    assert any(re.fullmatch(r"red[a-z]+", t) for t in texts)                  # '\n' deleted, words glued
-    assert any(re.fullmatch(r"[a-z]+ on abench", t) for t in texts)            # CRLF deleted
-    assert any(t.endswith("\ton the grass") for t in texts)                    # tab kept
-    assert 'Fish & chips <served> "hot"' in texts                             # entities decoded
-    assert any(t.startswith("Café crème and a ") for t in texts)               # windows-1252 page
+    assert any(re.fullmatch(r"red[a-z]+", t) for t in texts)  # '\n' deleted, words glued
+    assert any(re.fullmatch(r"[a-z]+ on abench", t) for t in texts)  # CRLF deleted
+    assert any(t.endswith("\ton the grass") for t in texts)  # tab kept
+    assert 'Fish & chips <served> "hot"' in texts  # entities decoded
+    assert any(t.startswith("Café crème and a ") for t in texts)  # windows-1252 page
     assert any(t.startswith("Grandma’s ") for t in texts) and "Crème brûlée" in texts
-    assert any(re.fullmatch(r"happy [a-z]+", t) for t in texts)                # NBSP stripped
+    assert any(re.fullmatch(r"happy [a-z]+", t) for t in texts)  # NBSP stripped
     base_urls = {u for (u, _) in reread[2] if "/assets/img/" in u}
     assert base_urls and all(u.startswith("https://static.") for u in base_urls)
-    assert any(u.startswith("http://") for (u, _) in reread[2])               # legacy http sites
+    assert any(u.startswith("http://") for (u, _) in reread[2])  # legacy http sites
 
 
 def test_text_mix_and_balancing_head(default):
@@ -331,12 +346,12 @@ def test_text_mix_and_balancing_head(default):
     vocab = set(S.VOCABULARY)
     matched = [sorted(S.spaced_tokens(r["text"]) & vocab) for r in rows]
     assert sum(bool(x) for x in matched) == m.texts_matching_vocabulary
-    assert 0.35 <= 1 - m.texts_matching_vocabulary / m.pairs_distinct <= 0.5    # texts matching nothing
+    assert 0.35 <= 1 - m.texts_matching_vocabulary / m.pairs_distinct <= 0.5  # texts matching nothing
     counts = Counter(e for x in matched for e in x)
     assert dict(counts) == m.vocabulary_counts
     t = 30
     head = {e for e, c in counts.items() if c > t}
-    assert len(head) >= 10 and sum(c < t for c in counts.values()) >= 100      # a head and a long tail
+    assert len(head) >= 10 and sum(c < t for c in counts.values()) >= 100  # a head and a long tail
     # Closed-form expected size of every entry after MetaCLIP balancing: the head must be cut, the tail kept.
     p = {e: t / max(c, t) for e, c in counts.items()}
     keep = [1 - np.prod([1 - p[e] for e in x]) if x else 0.0 for x in matched]
@@ -409,8 +424,11 @@ def test_images_warc_and_learnable_classes(default, reread):
 def test_eval_split_layout(default):
     root, m, _ = default
     d = root / "eval" / m.snapshot
-    assert json.loads((d / "classnames.json").read_text()) == m.classes == sorted(p.name for p in d.iterdir()
-                                                                                   if p.is_dir())
+    assert (
+        json.loads((d / "classnames.json").read_text())
+        == m.classes
+        == sorted(p.name for p in d.iterdir() if p.is_dir())
+    )
     templates = json.loads((d / "templates.json").read_text())
     assert "a photo of a {}." in templates and all("{}" in t for t in templates)
     for c in m.classes:
@@ -451,8 +469,10 @@ def test_wikipedia_inputs(default):
 
 
 def test_cli(tmp_path, capsys):
-    assert S.main(["--root", str(tmp_path), "--snapshot", "CLI-2024-22", "--n-wat-files", "3",
-                   "--pages-per-file", "16"]) == 0
+    assert (
+        S.main(["--root", str(tmp_path), "--snapshot", "CLI-2024-22", "--n-wat-files", "3", "--pages-per-file", "16"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "snapshot CLI-2024-22" in out and "pairs written" in out
     assert (tmp_path / "manifests" / "CLI-2024-22.json").is_file()
@@ -463,14 +483,18 @@ def test_cli(tmp_path, capsys):
 # ---------------------------------------------------------------------------------------------------------------
 def _metaclip_matches(text: str, entries: set[str], max_words: int = 8) -> set[str]:
     """Exact MetaCLIP v1 substring matching via spans between spaces (metaclip-facts.md section 2)."""
-    tokens = (" " + text + " ")
+    tokens = " " + text + " "
     for c in ",.;:?!`":
         tokens = tokens.replace(c, f" {c} ")
     for c in "\t\n\r":
         tokens = tokens.replace(c, " ")
     parts = tokens.split(" ")
-    return {" ".join(parts[i:j]) for i in range(len(parts)) for j in range(i + 1, min(i + max_words, len(parts)) + 1)
-            if " ".join(parts[i:j]) in entries}
+    return {
+        " ".join(parts[i:j])
+        for i in range(len(parts))
+        for j in range(i + 1, min(i + max_words, len(parts)) + 1)
+        if " ".join(parts[i:j]) in entries
+    }
 
 
 @pytest.mark.realdata

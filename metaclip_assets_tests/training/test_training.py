@@ -2,6 +2,7 @@
 
 One tiny training of snapshot S1 (module fixture) is shared by the loss, tracking and continual tests.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,9 +36,20 @@ def root(tmp_path_factory) -> Path:
 
 
 def config(root: Path, snapshot: str, **kw) -> TrainConfig:
-    base = dict(snapshot=snapshot, output_dir=str(root / "runs" / snapshot), shard_root=str(root / "shards"),
-                data_root=str(root), batch_size=32, samples_budget=32 * STEPS_S1, lr=1e-3, threads=1,
-                log_every=10, checkpoint_every=1000, shuffle_buffer=200, progress_every_s=1e9)
+    base = dict(
+        snapshot=snapshot,
+        output_dir=str(root / "runs" / snapshot),
+        shard_root=str(root / "shards"),
+        data_root=str(root),
+        batch_size=32,
+        samples_budget=32 * STEPS_S1,
+        lr=1e-3,
+        threads=1,
+        log_every=10,
+        checkpoint_every=1000,
+        shuffle_buffer=200,
+        progress_every_s=1e9,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -50,8 +62,9 @@ def s1(root) -> tuple[TrainConfig, dict]:
 
 # ---- recipe -----------------------------------------------------------------------------------------------
 def test_recipe_defaults_are_openai_clip():
-    cfg = TrainConfig(snapshot="s", output_dir="/tmp/x", model="ViT-B-32-quickgelu", samples_budget=32_768 * 30_000,
-                      batch_size=32_768)
+    cfg = TrainConfig(
+        snapshot="s", output_dir="/tmp/x", model="ViT-B-32-quickgelu", samples_budget=32_768 * 30_000, batch_size=32_768
+    )
     assert (cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay) == (0.9, 0.98, 1e-6, 0.2)
     assert cfg.base_lr == 5e-4 and cfg.effective_warmup == 2000 and cfg.precision == "auto"
     assert TrainConfig(snapshot="s", output_dir="/x", model="ViT-L-14-quickgelu").base_lr == 4e-4
@@ -112,7 +125,8 @@ def test_mlflow_sqlite_run(s1, root):
     assert sorted(m.step for m in history) == list(range(1, STEPS_S1 + 1))
     assert {m.key for m in client.get_metric_history(run.info.run_id, "samples_per_s")} == {"samples_per_s"}
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)} | {
-        a.path for a in client.list_artifacts(run.info.run_id, "data_card")}
+        a.path for a in client.list_artifacts(run.info.run_id, "data_card")
+    }
     assert {"train_config.json", "result.json", "data_card/datacard.json"} <= artifacts
     assert run.data.tags["checkpoint_path"] == result["checkpoint_path"]
     assert client.get_experiment(run.info.experiment_id).artifact_location.startswith(f"file://{root}/mlflow/")
@@ -123,14 +137,28 @@ def test_mlflow_sqlite_run(s1, root):
 def test_second_snapshot_starts_from_first_weights(s1, root):
     cfg1, r1 = s1
     first = checkpoint.load(r1["checkpoint_path"])["model"]
-    cfg2 = config(root, "S2", earlier_snapshots=["S1"], warm_start_from=r1["checkpoint_path"],
-                  strategy="cumulative", samples_budget=32 * 10)
+    cfg2 = config(
+        root,
+        "S2",
+        earlier_snapshots=["S1"],
+        warm_start_from=r1["checkpoint_path"],
+        strategy="cumulative",
+        samples_budget=32 * 10,
+    )
     trainer = Trainer(cfg2, log=lambda m: None).prepare()
     at_step0 = trainer.model.state_dict()
     assert at_step0.keys() == first.keys() and all(torch.equal(at_step0[k], first[k]) for k in first)
     assert lr_at(0, cfg2.base_lr, cfg2.effective_warmup, cfg2.total_steps) == cfg2.base_lr  # fresh, no warmup
-    scratch = Trainer(config(root, "S2x", earlier_snapshots=["S1"], warm_start_from=r1["checkpoint_path"],
-                             strategy="from_scratch"), log=lambda m: None).prepare().model.state_dict()
+    scratch = (
+        Trainer(
+            config(
+                root, "S2x", earlier_snapshots=["S1"], warm_start_from=r1["checkpoint_path"], strategy="from_scratch"
+            ),
+            log=lambda m: None,
+        )
+        .prepare()
+        .model.state_dict()
+    )
     assert not torch.equal(scratch["text_projection"], first["text_projection"])
 
     r2 = trainer.run()
@@ -144,8 +172,14 @@ def test_replay_mix_follows_ratio(root):
     cfg = config(root, "S2", earlier_snapshots=["S1"], strategy="cumulative", replay_ratio=0.25)
     plan = data.plan_data(cfg)
     assert len(plan.current) == 2 and len(plan.replay) == 2 and plan.replay_weight == 0.25
-    it = data.batches(plan, preprocess=lambda img: torch.zeros(1), tokenizer=lambda texts: texts, batch_size=100,
-                      seed=0, shuffle_buffer=50)
+    it = data.batches(
+        plan,
+        preprocess=lambda img: torch.zeros(1),
+        tokenizer=lambda texts: texts,
+        batch_size=100,
+        seed=0,
+        shuffle_buffer=50,
+    )
     texts = [t for _ in range(4) for t in next(it)[1]]
     old = sum(any(c in t for c in S1_COLOURS) for t in texts) / len(texts)
     assert 0.17 < old < 0.33  # 400 draws at p=0.25
@@ -154,8 +188,14 @@ def test_replay_mix_follows_ratio(root):
 
 
 def test_restricted_replay_buffer(root, tmp_path):
-    cfg = config(root, "S2", output_dir=str(tmp_path / "out"), earlier_snapshots=["S1"], strategy="restricted",
-                 replay_buffer_samples=50)
+    cfg = config(
+        root,
+        "S2",
+        output_dir=str(tmp_path / "out"),
+        earlier_snapshots=["S1"],
+        strategy="restricted",
+        replay_buffer_samples=50,
+    )
     plan = data.plan_data(cfg)
     assert plan.buffer_samples == 50 and plan.replay_source == "buffer" and len(plan.replay) == 1
     with tarfile.open(plan.replay[0]) as tar:
@@ -182,8 +222,15 @@ def test_sigterm_saves_checkpoint_and_resume_continues_the_run(root):
 
     from mlflow import MlflowClient
 
-    cfg = config(root, "S1-stop", shard_root=str(root / "shards"), shard_urls=data.snapshot_shards(
-        str(root / "shards"), "S1"), samples_budget=32 * 12, log_every=1, progress_every_s=0)
+    cfg = config(
+        root,
+        "S1-stop",
+        shard_root=str(root / "shards"),
+        shard_urls=data.snapshot_shards(str(root / "shards"), "S1"),
+        samples_budget=32 * 12,
+        log_every=1,
+        progress_every_s=0,
+    )
 
     def log(message: str) -> None:  # K8s eviction: SIGTERM arrives mid-training
         if message.startswith("step 4/"):
@@ -209,8 +256,15 @@ def test_sigterm_saves_checkpoint_and_resume_continues_the_run(root):
 
 
 def test_non_finite_loss_stops_training(root, tmp_path):
-    cfg = config(root, "S1", output_dir=str(tmp_path / "nan"), lr=1e30, warmup_steps=0, samples_budget=32 * 20,
-                 tracking_uri="none")
+    cfg = config(
+        root,
+        "S1",
+        output_dir=str(tmp_path / "nan"),
+        lr=1e30,
+        warmup_steps=0,
+        samples_budget=32 * 20,
+        tracking_uri="none",
+    )
     with pytest.raises(FloatingPointError, match="loss is nan"):
         Trainer(cfg, log=lambda m: None).run()
     assert not (tmp_path / "nan" / checkpoint.FINAL).exists()

@@ -1,4 +1,5 @@
 """The GPU training benchmark also runs on CPU (tiny model, toy shards, a few steps): a smoke check of its code."""
+
 from __future__ import annotations
 
 import importlib.util

@@ -4,6 +4,7 @@ clip_checkpoint asset, which launches it through Dagster Pipes and logs to a rea
 The MLflow server (10-25 s to come up) is started by a module fixture before the first training subprocess, so it
 boots on the second core meanwhile.
 """
+
 from __future__ import annotations
 
 import json
@@ -46,10 +47,25 @@ class MlflowServer:
         mlflow = Path(sys.executable).parent / "mlflow"
         # One worker and no job runner: up in ~12 s instead of 22-50 s (platform notes, section 7).
         self.proc = subprocess.Popen(
-            [str(mlflow), "server", "--backend-store-uri", f"sqlite:///{root}/mlflow.db", "--default-artifact-root",
-             str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
-            env={**CHILD_ENV, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, stdout=self.log,
-            stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                str(mlflow),
+                "server",
+                "--backend-store-uri",
+                f"sqlite:///{root}/mlflow.db",
+                "--default-artifact-root",
+                str(root / "artifacts"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                "1",
+            ],
+            env={**CHILD_ENV, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def get(self, path: str) -> dict:
         with urllib.request.urlopen(self.url + path, timeout=10) as response:
@@ -94,17 +110,32 @@ def data_root(tmp_path_factory) -> Path:
 
 
 def test_asset_config_orders_snapshots_and_warm_starts_from_previous():
-    cfg = build_train_config(ClipTrainingConfig(), "CC-MAIN-2024-18",
-                             ["CC-MAIN-2024-22", "CC-MAIN-2024-18", "CC-MAIN-2023-50", "CC-MAIN-2024-10"], "/data")
+    cfg = build_train_config(
+        ClipTrainingConfig(),
+        "CC-MAIN-2024-18",
+        ["CC-MAIN-2024-22", "CC-MAIN-2024-18", "CC-MAIN-2023-50", "CC-MAIN-2024-10"],
+        "/data",
+    )
     assert cfg["earlier_snapshots"] == ["CC-MAIN-2023-50", "CC-MAIN-2024-10"]
     assert cfg["warm_start_from"] == "/data/training/metaclip/tiny-clip/CC-MAIN-2024-10/final.pt"
     assert cfg["output_dir"] == "/data/training/metaclip/tiny-clip/CC-MAIN-2024-18"
-    assert cfg["shard_root"] == "/data/shards" and cfg["data_card_paths"][0] == \
-        "/data/datacard/CC-MAIN-2024-18/datacard.json"
-    assert build_train_config(ClipTrainingConfig(strategy="from_scratch"), "CC-MAIN-2024-18",
-                              ["CC-MAIN-2024-10", "CC-MAIN-2024-18"], "/data")["warm_start_from"] is None
-    assert build_train_config(ClipTrainingConfig(), "CC-MAIN-2024-10", ["CC-MAIN-2024-10"], "/d")[
-        "warm_start_from"] is None
+    assert (
+        cfg["shard_root"] == "/data/shards"
+        and cfg["data_card_paths"][0] == "/data/datacard/CC-MAIN-2024-18/datacard.json"
+    )
+    assert (
+        build_train_config(
+            ClipTrainingConfig(strategy="from_scratch"),
+            "CC-MAIN-2024-18",
+            ["CC-MAIN-2024-10", "CC-MAIN-2024-18"],
+            "/data",
+        )["warm_start_from"]
+        is None
+    )
+    assert (
+        build_train_config(ClipTrainingConfig(), "CC-MAIN-2024-10", ["CC-MAIN-2024-10"], "/d")["warm_start_from"]
+        is None
+    )
     TrainConfig.from_dict(cfg)  # every key the asset sends is a training config field
 
 
@@ -113,8 +144,14 @@ def test_killed_training_resumes_when_asset_is_rematerialized(mlflow_server, dat
     """Kill a training process after its first periodic checkpoint; re-materializing the asset (through Pipes,
     logging to the MLflow server) resumes at that step, finishes, and reports metadata and the check."""
     snapshot = "CC-MAIN-2024-10"
-    asset_config = {"batch_size": 16, "samples_budget": 16 * 30, "checkpoint_every": 5, "log_every": 5,
-                    "threads": 1, "experiment": "metaclip-test"}
+    asset_config = {
+        "batch_size": 16,
+        "samples_budget": 16 * 30,
+        "checkpoint_every": 5,
+        "log_every": 5,
+        "threads": 1,
+        "experiment": "metaclip-test",
+    }
     # Exactly what the asset will send, launched by hand first (without MLflow; that is not part of the identity).
     train_config = build_train_config(ClipTrainingConfig(**asset_config), snapshot, [snapshot], str(data_root))
     cfg_file = tmp_path / "cfg.json"
@@ -122,9 +159,13 @@ def test_killed_training_resumes_when_asset_is_rematerialized(mlflow_server, dat
     out = Path(train_config["output_dir"])
     latest = out / checkpoint.LATEST
 
-    first = subprocess.Popen([sys.executable, "-m", "metaclip_assets.training", "--config", str(cfg_file),
-                              "--set", "tracking_uri=none"], cwd=REPO, env=CHILD_ENV, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "metaclip_assets.training", "--config", str(cfg_file), "--set", "tracking_uri=none"],
+        cwd=REPO,
+        env=CHILD_ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + 120
     while not latest.exists():
         assert first.poll() is None, first.stdout.read().decode()[-3000:]
@@ -141,10 +182,15 @@ def test_killed_training_resumes_when_asset_is_rematerialized(mlflow_server, dat
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("cc_snapshot", [snapshot])
         result = dg.materialize(
-            [clip_checkpoint], partition_key=snapshot, instance=instance,
-            resources={"training_launcher": TrainingLauncher(env={"MLFLOW_TRACKING_URI": mlflow_server.url,
-                                                                   "OMP_NUM_THREADS": "1"}),
-                       "curation_storage": CurationStorage(data_root=str(data_root))},
+            [clip_checkpoint],
+            partition_key=snapshot,
+            instance=instance,
+            resources={
+                "training_launcher": TrainingLauncher(
+                    env={"MLFLOW_TRACKING_URI": mlflow_server.url, "OMP_NUM_THREADS": "1"}
+                ),
+                "curation_storage": CurationStorage(data_root=str(data_root)),
+            },
             run_config={"ops": {"clip_checkpoint": {"config": asset_config}}},
         )
     assert result.success
@@ -163,7 +209,8 @@ def test_killed_training_resumes_when_asset_is_rematerialized(mlflow_server, dat
     # The run is on the server: REST API, not the client library.
     run_id = md["mlflow_run_id"].value
     experiment_id = mlflow_server.get("/api/2.0/mlflow/experiments/get-by-name?experiment_name=metaclip-test")[
-        "experiment"]["experiment_id"]
+        "experiment"
+    ]["experiment_id"]
     assert md["mlflow_run_url"].url == f"{mlflow_server.url}/#/experiments/{experiment_id}/runs/{run_id}"
     run = mlflow_server.get(f"/api/2.0/mlflow/runs/get?run_id={run_id}")["run"]
     assert run["info"]["status"] == "FINISHED" and run["info"]["experiment_id"] == experiment_id
