@@ -174,6 +174,25 @@ def record(title: str, info: dict[str, str], body: str, loads: Sequence[str], pa
 # this loop in the same rounds so that the ceiling under the same conditions stands beside the result.
 
 
+def run_child(code_template: str, *args: object) -> dict:
+    """Run `code_template` (formatted with bench=<this folder>) in a fresh one-thread-polars Python process and
+    return the JSON of its last stdout line: memory measurements need a process of their own."""
+    import json
+    import subprocess
+
+    code = code_template.format(bench=str(BENCH_DIR))
+    env = {**os.environ, "POLARS_MAX_THREADS": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env=env,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def spin(n: int) -> int:
     s = 0
     for i in range(n):

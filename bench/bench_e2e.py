@@ -20,12 +20,10 @@ Usage: .venv/bin/python bench/bench_e2e.py [--mib 128] [--rounds 3] [--record]
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,7 +37,7 @@ import polars as pl  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 from bench_matching import build_metaclip_automaton, upstream_spacing  # noqa: E402
-from bench_wat import WORKDIR, wat_file  # noqa: E402
+from bench_wat import open_wat, wat_parser  # noqa: E402
 from gen_metadata import generate_metadata  # noqa: E402
 
 from metaclip_assets.crawl.build import build_pool  # noqa: E402
@@ -155,33 +153,14 @@ print(json.dumps(dict(peak=C.peak_rss_mb(), seconds=time.perf_counter() - t0, pa
 
 
 def shard_rss(path: Path, entries: int, tmp: Path) -> dict:
-    code = SHARD_CHILD.format(bench=str(C.BENCH_DIR))
-    env = {**os.environ, "POLARS_MAX_THREADS": "1"}
-    res = subprocess.run(
-        [sys.executable, "-c", code, str(path), str(tmp / "shard.parquet"), str(entries)],
-        check=True,
-        capture_output=True,
-        text=True,
-        cwd=C.REPO_ROOT,
-        env=env,
-    )
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    return C.run_child(SHARD_CHILD, path, tmp / "shard.parquet", entries)
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--mib", type=float, default=128, help="uncompressed WAT size (MiB)")
-    ap.add_argument("--entries", type=int, default=500_000)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--workdir", type=Path, default=WORKDIR)
+    ap = wat_parser(__doc__)
     ap.add_argument("--no-rss", action="store_true")
-    ap.add_argument("--record", action="store_true")
     args = ap.parse_args(argv)
-    info = C.machine_info()
-    print(info)
-    path, gen = wat_file(args.mib, args.seed, args.entries, args.workdir)
-    print(f"WAT file {path} ({path.stat().st_size / 2**20:.1f} MiB gzipped){' generated: ' + str(gen) if gen else ''}")
+    info, path = open_wat(args)
     metadata, _ = generate_metadata(args.entries, args.seed)
     builds = {}
     t0 = time.perf_counter()

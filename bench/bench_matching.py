@@ -28,7 +28,6 @@ import argparse
 import gc
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -151,17 +150,7 @@ print(json.dumps(dict(base=base, after_build=after, peak=C.peak_rss_mb(), build_
 
 
 def measure_rss(kind: str, md_path: Path, tx_path: Path) -> dict:
-    code = RSS_CHILD.format(bench=str(C.BENCH_DIR))
-    env = {**os.environ, "POLARS_MAX_THREADS": "1"}
-    out = subprocess.run(
-        [sys.executable, "-c", code, kind, str(md_path), str(tx_path)],
-        check=True,
-        capture_output=True,
-        text=True,
-        cwd=C.REPO_ROOT,
-        env=env,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return C.run_child(RSS_CHILD, kind, md_path, tx_path)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -298,25 +287,15 @@ def main(argv: list[str] | None = None) -> None:
 
     C2 = "(c2) ours token joins in polars (no _native)"
     cal = 2 * med["(cal) machine: pure-Python loop, 1 proc"] / med["(cal) machine: the same loop on 2 procs at once"]
+    v = verdict
     body += (
-        "\nTargets: ours (c) per core >= 2.0x (a): "
-        + verdict(med[A] / med[OURS], 2.0)
-        + " wall, "
-        + verdict(cpu[A] / cpu[OURS], 2.0)
-        + " CPU; polars token joins (c2): "
-        + verdict(cpu[A] / cpu[C2], 2.0)
-        + " CPU; automaton engine (e): "
-        + verdict(med[A] / med[AUTO], 2.0)
-        + " wall, "
-        + verdict(cpu[A] / cpu[AUTO], 2.0)
-        + " CPU. 2 cores >= 1.7x one core: (g) 2 threads "
-        + verdict(med[OURS] / med[THREADS], 1.7)
-        + " vs the same engine on one core (c); (f) 2 processes "
-        + verdict(med[OURS] / med[POOL], 1.7)
-        + " vs (c); (d) "
-        + verdict(med[AUTO] / med[OURS2], 1.7)
-        + f" vs the same engine (e). The machine itself, same rounds: {cal:.2f}x for 2 copies of a pure-Python "
-        "loop (the ceiling any 2-process speedup meets here).\n"
+        f"\nTargets: ours (c) per core >= 2.0x (a): {v(med[A] / med[OURS], 2.0)} wall, {v(cpu[A] / cpu[OURS], 2.0)} CPU; "
+        f"polars token joins (c2): {v(cpu[A] / cpu[C2], 2.0)} CPU; automaton engine (e): {v(med[A] / med[AUTO], 2.0)} "
+        f"wall, {v(cpu[A] / cpu[AUTO], 2.0)} CPU. 2 cores >= 1.7x one core: (g) 2 threads "
+        f"{v(med[OURS] / med[THREADS], 1.7)} vs the same engine on one core (c); (f) 2 processes "
+        f"{v(med[OURS] / med[POOL], 1.7)} vs (c); (d) {v(med[AUTO] / med[OURS2], 1.7)} vs the same engine (e). The "
+        f"machine itself, same rounds: {cal:.2f}x for 2 copies of a pure-Python loop (the ceiling any 2-process "
+        "speedup meets here).\n"
     )
 
     if not args.no_rss:

@@ -51,6 +51,27 @@ def wat_file(mib: float, seed: int, entries: int, workdir: Path = WORKDIR) -> tu
     return path, info
 
 
+def wat_parser(doc: str) -> argparse.ArgumentParser:
+    """The flags the WAT benchmarks share (this one and bench_e2e.py)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--mib", type=float, default=128, help="uncompressed WAT size (MiB)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--entries", type=int, default=500_000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--workdir", type=Path, default=WORKDIR)
+    ap.add_argument("--record", action="store_true")
+    return ap
+
+
+def open_wat(args: argparse.Namespace) -> tuple[dict[str, str], Path]:
+    """Machine info and the (cached) generated WAT file of `args`, both printed."""
+    info = C.machine_info()
+    print(info)
+    path, gen = wat_file(args.mib, args.seed, args.entries, args.workdir)
+    print(f"WAT file {path} ({path.stat().st_size / 2**20:.1f} MiB gzipped){' generated: ' + str(gen) if gen else ''}")
+    return info, path
+
+
 def zcat(path: Path) -> None:
     exe = shutil.which("zcat") or "zcat"
     with open(os.devnull, "wb") as null:
@@ -82,18 +103,8 @@ def parse_only_ours(path: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--mib", type=float, default=128, help="uncompressed WAT size (MiB)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--entries", type=int, default=500_000)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--workdir", type=Path, default=WORKDIR)
-    ap.add_argument("--record", action="store_true")
-    args = ap.parse_args(argv)
-    info = C.machine_info()
-    print(info)
-    path, gen = wat_file(args.mib, args.seed, args.entries, args.workdir)
-    print(f"WAT file {path} ({path.stat().st_size / 2**20:.1f} MiB gzipped){' generated: ' + str(gen) if gen else ''}")
+    args = wat_parser(__doc__).parse_args(argv)
+    info, path = open_wat(args)
 
     kw = dict(snapshot="CC-MAIN-2024-22", source_name=path.name)
     fast, fstats = wat.read_wat(path, **kw, compiled=True)

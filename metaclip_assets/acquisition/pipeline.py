@@ -45,21 +45,10 @@ from metaclip_assets.acquisition.shards import (
     write_parquet_atomic,
 )
 from metaclip_assets.acquisition.source import TRANSIENT, ImageSource
+from metaclip_assets.crawl.pool import POOL_SCHEMA
 
-INPUT_SCHEMA: dict[str, pl.DataType] = {
-    "pair_id": pl.UInt64,
-    "image_uuid": pl.Utf8,
-    "url": pl.Utf8,
-    "text": pl.Utf8,
-    "text_key": pl.Utf8,
-    "snapshot": pl.Utf8,
-    "source_file": pl.Utf8,
-    "record_offset": pl.Int64,
-    "page_url": pl.Utf8,
-    "fetch_time": pl.Utf8,
-    "source_format": pl.Utf8,
-    "entry_ids": pl.List(pl.UInt32),
-}
+# The balanced subset's rows: the pool's columns plus the matched entry ids.
+INPUT_SCHEMA: dict[str, pl.DataType] = {**POOL_SCHEMA, "entry_ids": pl.List(pl.UInt32)}
 REQUIRED = ("pair_id", "image_uuid", "url", "text")
 
 # One row per input row, in the sidecars, the index (reason "ok") and the failure table (the rest).

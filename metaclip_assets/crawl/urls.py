@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from urllib.parse import urljoin, urlparse, urlsplit
 
+from metaclip_assets.crawl.pool import ReadStats
+
 # --- image URL resolution --------------------------------------------------------------------
 # MetaCLIP resolves every src with urljoin(page, src), keeping relative URLs. urljoin costs
 # ~20 us on the project machine (two uncached urlparse calls), more than parsing the WAT record
@@ -92,3 +94,20 @@ class UrlResolver:
         if p.scheme not in ("http", "https") or not p.hostname:
             return None
         return url
+
+
+def image_url(src: str, resolver: UrlResolver, stats: ReadStats) -> str | None:
+    """The absolute URL of an <img src> / IMG@/src value as MetaCLIP takes it (stripped, resolved against the page),
+    or None with the reason counted: empty (no_src), inline bytes (data_uri, nothing to fetch), unresolvable (bad_url).
+    """
+    src = src.strip()
+    if not src:
+        stats.count("no_src")
+        return None
+    if src[:5].lower() == "data:":
+        stats.count("data_uri")
+        return None
+    url = resolver.resolve(src)
+    if url is None:
+        stats.skip("bad_url")
+    return url

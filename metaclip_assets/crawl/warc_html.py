@@ -38,7 +38,7 @@ from metaclip_assets.crawl.pool import (
     ReadStats,
     strip_angle,
 )
-from metaclip_assets.crawl.urls import UrlResolver
+from metaclip_assets.crawl.urls import UrlResolver, image_url
 
 HTML_MIME_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 _META_SNIFF_BYTES = 4096
@@ -209,16 +209,8 @@ def rows_from_html(
         if src is None:  # not an image link (the WAT has no IMG@/src entry for these either)
             continue
         seen += 1
-        src = src.strip()
-        if not src:
-            stats.count("no_src")
-            continue
-        if src[:5].lower() == "data:":  # inline image bytes: nothing to fetch
-            stats.count("data_uri")
-            continue
-        url = resolver.resolve(src)
+        url = image_url(src, resolver, stats)
         if url is None:
-            stats.skip("bad_url")
             continue
         n_before = len(cols)
         for key in TEXT_KEYS:

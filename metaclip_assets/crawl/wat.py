@@ -39,7 +39,7 @@ from metaclip_assets.crawl.pool import (
     has_surrogates,
     strip_angle,
 )
-from metaclip_assets.crawl.urls import UrlResolver
+from metaclip_assets.crawl.urls import UrlResolver, image_url
 
 IMG_MARK = b'"IMG@/src'
 
@@ -144,16 +144,8 @@ def rows_from_wat_json(
         if not isinstance(src, str) or has_surrogates(src):
             stats.skip("bad_url")
             continue
-        src = src.strip()
-        if not src:
-            stats.count("no_src")
-            continue
-        if src[:5].lower() == "data:":  # inline image bytes: nothing to fetch
-            stats.count("data_uri")
-            continue
-        url = resolver.resolve(src)
+        url = image_url(src, resolver, stats)
         if url is None:
-            stats.skip("bad_url")
             continue
         added = False
         for key in TEXT_KEYS:
