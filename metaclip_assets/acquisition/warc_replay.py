@@ -196,6 +196,9 @@ class WarcReplaySource:
         return fail(url, "too_many_redirects", time.monotonic() - start, final_url=current)
 
     def _read(self, url: str, current: str, loc: WarcLocation, status: int, start: float) -> FetchResult:
+        def failed(reason: str, detail: str) -> FetchResult:
+            return fail(url, reason, time.monotonic() - start, status=status, final_url=current, detail=detail)
+
         try:
             with open(loc.path, "rb") as f:
                 f.seek(loc.offset)
@@ -210,34 +213,13 @@ class WarcReplaySource:
                 body = rec.reader.read(self.max_bytes + 1)
                 encoding = rec.http_headers.get("Content-Encoding") if rec.http_headers is not None else None
         except (OSError, StopIteration, ValueError) as e:
-            return fail(
-                url,
-                "archive_error",
-                time.monotonic() - start,
-                status=status,
-                final_url=current,
-                detail=f"{loc.path}@{loc.offset}: {type(e).__name__}: {e}",
-            )
+            return failed("archive_error", f"{loc.path}@{loc.offset}: {type(e).__name__}: {e}")
         if len(body) > self.max_bytes:
-            return fail(
-                url,
-                "too_large",
-                time.monotonic() - start,
-                status=status,
-                final_url=current,
-                detail=f"payload passed {self.max_bytes} bytes",
-            )
+            return failed("too_large", f"payload passed {self.max_bytes} bytes")
         try:
             decoded = decode_content_encoding(body, encoding, self.max_bytes)
         except OverflowError as e:
-            return fail(url, "too_large", time.monotonic() - start, status=status, final_url=current, detail=str(e))
+            return failed("too_large", str(e))
         if decoded is None:
-            return fail(
-                url,
-                "bad_encoding",
-                time.monotonic() - start,
-                status=status,
-                final_url=current,
-                detail=f"Content-Encoding {encoding}",
-            )
+            return failed("bad_encoding", f"Content-Encoding {encoding}")
         return FetchResult(url, True, status, loc.content_type, decoded, "ok", time.monotonic() - start, current)
