@@ -8,7 +8,9 @@ Content-Type: application/json, Content-Length and sha1 digests, CRLF header lin
 CRLF CRLF after it. Payload: {"Container": {...}, "Envelope": {"Payload-Metadata": {...}, "Format", "WARC-Header-
 Length", "WARC-Header-Metadata": {...}}}; response records carry HTTP-Response-Metadata -> HTML-Metadata ->
 {"Head": {Title, Metas, Link, Scripts, sometimes Base}, "Links": [A@/href, IMG@/src, ...]}. JSON is compact UTF-8
-with '/' and '@' unescaped, like CC's writer.
+with '/' and '@' unescaped, like CC's writer. Records and JSON documents are written by
+metaclip_assets.sample.warc_writer, the writer the sample snapshot and the tests share; unlike the sample's, the
+lengths, offsets and digests inside the JSON are plausible rather than true (no WARC file stands behind this WAT).
 
 Content: alt texts from bench/gen_texts.py (so they match the bench metadata list), ~12 IMG links per HTML page
 (~60% with a non-empty alt, some titles, empty alts, alts with newlines), absolute / root-relative / relative /
@@ -22,19 +24,15 @@ Usage: python bench/gen_wat.py OUT.warc.wat.gz [--mib 32] [--seed 0] [--entries 
 from __future__ import annotations
 
 import argparse
-import base64
-import hashlib
 import random
 import sys
-import uuid
-import zlib
 from pathlib import Path
-
-import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gen_metadata import generate_metadata  # noqa: E402
 from gen_texts import iter_texts  # noqa: E402
+
+from metaclip_assets.sample import warc_writer as W  # noqa: E402
 
 _TLDS = ["com", "com", "com", "org", "net", "de", "co.uk", "fr", "info", "io", "es", "it", "nl", "ru", "com.au"]
 _SYL = (
@@ -66,31 +64,6 @@ _LANGS = [("en", "eng", "ENGLISH")] * 6 + [
 
 def _word(rng: random.Random, lo: int = 1, hi: int = 3) -> str:
     return "".join(rng.choice(_SYL) for _ in range(rng.randint(lo, hi)))
-
-
-def _digest(data: bytes) -> str:
-    return "sha1:" + base64.b32encode(hashlib.sha1(data).digest()).decode()
-
-
-class WatWriter:
-    """Writes one gzip member per WARC record and tracks sizes."""
-
-    def __init__(self, path: Path, level: int = 6):
-        self.f = open(path, "wb")
-        self.level = level
-        self.raw = 0
-        self.records = 0
-
-    def record(self, headers: list[tuple[str, str]], payload: bytes) -> None:
-        head = "WARC/1.0\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers) + "\r\n"
-        data = head.encode() + payload + b"\r\n\r\n"
-        c = zlib.compressobj(self.level, zlib.DEFLATED, 31)  # 31: gzip wrapper, one member per record
-        self.f.write(c.compress(data) + c.flush())
-        self.raw += len(data)
-        self.records += 1
-
-    def close(self) -> None:
-        self.f.close()
 
 
 class _Page:
@@ -171,25 +144,21 @@ def generate_wat(path: Path, mib: float = 32, seed: int = 0, entries: int = 500_
     link_texts = [next(texts)[:40] for _ in range(3000)] + ["Home", "About", "Contact", "Privacy Policy", "Next", "»"]
     page = _Page(rng, texts, link_texts)
     seg_name = f"CC-MAIN-20240517233122-20240518023122-{seed % 100000:05d}"
-    w = WatWriter(Path(path))
-    info = (
-        b"Software-Info: ia-web-commons.1.1.10-SNAPSHOT-20240513074037\r\nExtracted-Date: Fri, 31 May 2024 "
-        b"01:16:45 GMT\r\nip: 10.67.67.159\r\nhostname: ip-10-67-67-159.ec2.internal\r\nformat: WARC File Format "
-        b"1.0\r\nconformsTo: http://bibnum.bnf.fr/WARC/WARC_ISO_28500_version1_latestdraft.pdf\r\n"
-    )
-    w.record(
+    w = W.MemberWriter(Path(path))
+    info = W.fields_block(
         [
-            ("WARC-Type", "warcinfo"),
-            ("WARC-Date", "2024-05-31T01:16:45Z"),
-            ("WARC-Filename", f"{seg_name}.warc.wat.gz"),
-            ("WARC-Record-ID", f"<urn:uuid:{uuid.UUID(int=rng.getrandbits(128), version=4)}>"),
-            ("Content-Type", "application/warc-fields"),
-            ("Content-Length", str(len(info))),
-            ("WARC-Block-Digest", _digest(info)),
+            ("Software-Info", "ia-web-commons.1.1.10-SNAPSHOT-20240513074037"),
+            ("Extracted-Date", "Fri, 31 May 2024 01:16:45 GMT"),
+            ("ip", "10.67.67.159"),
+            ("hostname", "ip-10-67-67-159.ec2.internal"),
+            ("format", "WARC File Format 1.0"),
+            ("conformsTo", "http://bibnum.bnf.fr/WARC/WARC_ISO_28500_version1_latestdraft.pdf"),
         ],
-        info,
-    )
-    warcinfo_id = f"<urn:uuid:{uuid.UUID(int=rng.getrandbits(128), version=4)}>"
+        blank_line=False,
+    ).encode()
+    info_id = W.urn_uuid(rng.getrandbits(128))
+    w.record(W.warcinfo_headers(f"{seg_name}.warc.wat.gz", "2024-05-31T01:16:45Z", info_id, info, wat=True), info)
+    warcinfo_id = W.urn_uuid(rng.getrandbits(128))
     offset = 1200
     pages = img_links = 0
     target = mib * 2**20
@@ -203,31 +172,18 @@ def generate_wat(path: Path, mib: float = 32, seed: int = 0, entries: int = 500_
         fetch = f"2024-05-{day}T{hh:02d}:{mm:02d}:{ss:02d}Z"
         extract = f"2024-05-31T01:{rng.randint(16, 59):02d}:{rng.randint(0, 59):02d}Z"
         ip = f"{rng.randint(1, 223)}.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
-        ids = [f"<urn:uuid:{uuid.UUID(int=rng.getrandbits(128), version=4)}>" for _ in range(6)]
+        ids = [W.urn_uuid(rng.getrandbits(128)) for _ in range(6)]
         path_only = url.split(host, 1)[1]
         # ---- request
-        req_headers = {
-            "User-Agent": "CCBot/2.0 (https://commoncrawl.org/faq/)",
-            "Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
-            "Accept-Language": "en-US,en;q=0.5",
-            "Accept-Encoding": "br,gzip",
-            "Host": host,
-            "Connection": "Keep-Alive",
-        }
-        req_pm = {
-            "Actual-Content-Type": "application/http; msgtype=request",
-            "HTTP-Request-Metadata": {
-                "Request-Message": {"Method": "GET", "Path": path_only, "Version": "HTTP/1.1"},
-                "Headers-Length": str(rng.randint(240, 300)),
-                "Headers": req_headers,
-                "Entity-Length": "0",
-                "Entity-Digest": "sha1:3I42H3S6NNFQ2MSVX7XZKYAYSCX5QBYJ",
-                "Entity-Trailing-Slop-Length": "0",
-            },
-            "Actual-Content-Length": str(rng.randint(240, 300)),
-            "Trailing-Slop-Length": "4",
-            "Block-Digest": _digest(ids[0].encode()),
-        }
+        req_pm = W.request_metadata(
+            "GET",
+            path_only,
+            "HTTP/1.1",
+            str(rng.randint(240, 300)),
+            dict(W.ccbot_request_headers(host)),
+            actual_length=str(rng.randint(240, 300)),
+            block_digest=W.sha1_b32(ids[0].encode()),
+        )
         # ---- response
         r = rng.random()
         status, reason, ctype = ("200", "OK", "text/html; charset=UTF-8")
@@ -271,50 +227,24 @@ def generate_wat(path: Path, mib: float = 32, seed: int = 0, entries: int = 500_
         if status == "301":
             headers["Location"] = f"https://{host}/{_word(rng)}/"
         entity_len = rng.randint(2_000, 200_000)
-        hrm = {
-            "Response-Message": {"Version": "HTTP/1.1", "Status": status, "Reason": reason},
-            "Headers-Length": str(rng.randint(300, 900)),
-            "Headers": headers,
-        }
-        if html_md is not None:
-            hrm["HTML-Metadata"] = html_md
-        hrm.update(
-            {
-                "Entity-Length": str(entity_len),
-                "Entity-Digest": _digest(ids[1].encode()),
-                "Entity-Trailing-Slop-Length": "0",
-            }
+        resp_pm = W.response_metadata(
+            status,
+            reason,
+            str(rng.randint(300, 900)),
+            headers,
+            html_md,
+            entity_length=str(entity_len),
+            entity_digest=W.sha1_b32(ids[1].encode()),
+            actual_length=str(entity_len + 500),
+            block_digest=W.sha1_b32(ids[2].encode()),
         )
-        resp_pm = {
-            "Actual-Content-Type": "application/http; msgtype=response",
-            "HTTP-Response-Metadata": hrm,
-            "Actual-Content-Length": str(entity_len + 500),
-            "Trailing-Slop-Length": "4",
-            "Block-Digest": _digest(ids[2].encode()),
-        }
         # ---- crawl metadata record
         lang = rng.choice(_LANGS)
-        langs = orjson.dumps(
-            {
-                "reliable": True,
-                "text-bytes": rng.randint(500, 50_000),
-                "languages": [
-                    {"code": lang[0], "code-iso-639-3": lang[1], "text-covered": 0.99, "score": 700.0, "name": lang[2]}
-                ],
-            }
-        ).decode()
-        meta_pm = {
-            "Actual-Content-Type": "application/metadata-fields",
-            "WARC-Metadata-Metadata": {
-                "Metadata-Records": [
-                    {"Name": "fetchTimeMs", "Value": str(rng.randint(20, 3000))},
-                    {"Name": "charset-detected", "Value": "UTF-8"},
-                    {"Name": "languages-cld2", "Value": langs},
-                ]
-            },
-            "Actual-Content-Length": str(rng.randint(150, 260)),
-            "Trailing-Slop-Length": "0",
-        }
+        langs = W.languages_cld2(rng.randint(500, 50_000), lang[0], lang[1], lang[2], 0.99, 700.0)
+        meta_pm = W.fields_metadata(
+            [("fetchTimeMs", str(rng.randint(20, 3000))), ("charset-detected", "UTF-8"), ("languages-cld2", langs)],
+            actual_length=str(rng.randint(150, 260)),
+        )
         for (wtype, ctype_rec, pm), rec_id, ref_id in zip(
             (
                 ("request", "application/http; msgtype=request", req_pm),
@@ -325,52 +255,28 @@ def generate_wat(path: Path, mib: float = 32, seed: int = 0, entries: int = 500_
             ids[:3],
         ):
             inflated = rng.randint(400, 60_000)
-            doc = {
-                "Container": {
-                    "Filename": f"{seg_name}.warc.gz",
-                    "Compressed": True,
-                    "Offset": str(offset),
-                    "Gzip-Metadata": {
-                        "Deflate-Length": str(inflated // 4),
-                        "Header-Length": "10",
-                        "Footer-Length": "8",
-                        "Inflated-CRC": str(rng.randint(-(2**31), 2**31 - 1)),
-                        "Inflated-Length": str(inflated),
-                    },
+            doc = W.wat_document(
+                f"{seg_name}.warc.gz",
+                offset,
+                deflate_length=str(inflated // 4),
+                inflated_crc=str(rng.randint(-(2**31), 2**31 - 1)),
+                inflated_length=str(inflated),
+                payload_metadata=pm,
+                header_length=str(rng.randint(300, 700)),
+                header_metadata={
+                    "WARC-Type": wtype,
+                    "WARC-Date": fetch,
+                    "WARC-Record-ID": ref_id,
+                    "Content-Length": str(inflated),
+                    "Content-Type": ctype_rec,
+                    "WARC-Warcinfo-ID": warcinfo_id,
+                    "WARC-IP-Address": ip,
+                    "WARC-Target-URI": url,
                 },
-                "Envelope": {
-                    "Payload-Metadata": pm,
-                    "Format": "WARC/1.0",
-                    "WARC-Header-Length": str(rng.randint(300, 700)),
-                    "WARC-Header-Metadata": {
-                        "WARC-Type": wtype,
-                        "WARC-Date": fetch,
-                        "WARC-Record-ID": ref_id,
-                        "Content-Length": str(inflated),
-                        "Content-Type": ctype_rec,
-                        "WARC-Warcinfo-ID": warcinfo_id,
-                        "WARC-IP-Address": ip,
-                        "WARC-Target-URI": url,
-                    },
-                },
-            }
-            offset += inflated // 4 + 18
-            payload = orjson.dumps(doc)
-            digest = _digest(payload)
-            w.record(
-                [
-                    ("WARC-Type", "metadata"),
-                    ("WARC-Target-URI", url),
-                    ("WARC-Date", extract),
-                    ("WARC-Record-ID", rec_id),
-                    ("WARC-Refers-To", ref_id),
-                    ("Content-Type", "application/json"),
-                    ("Content-Length", str(len(payload))),
-                    ("WARC-Payload-Digest", digest),
-                    ("WARC-Block-Digest", digest),
-                ],
-                payload,
             )
+            offset += inflated // 4 + 18
+            payload = W.json_text(doc).encode()
+            w.record(W.wat_headers(url, extract, rec_id, ref_id, payload), payload)
     w.close()
     return {
         "pages": pages,

@@ -1,16 +1,14 @@
 """Tests for the pool readers (wat.py, warc_html.py, pool.py).
 
-WAT/WARC inputs are written here with warcio's WARCWriter in Common Crawl's layout (one gzip
-member per record; WAT = warcinfo + request/response/crawl-metadata `metadata` records with
-the ia-web-commons JSON), so every expected number below is known by construction; real files
-come from ../shared/realdata (numbers checked by hand against the HTML, see comments).
+WAT/WARC inputs are written with the shared writer in Common Crawl's layout (see _records.py),
+so every expected number below is known by construction; real files come from ../shared/realdata
+(numbers checked by hand against the HTML, see comments).
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import json
 import random
 import zlib
@@ -20,125 +18,29 @@ from urllib.parse import urljoin, urlsplit
 import polars as pl
 import pytest
 from selectolax.lexbor import LexborHTMLParser
-from warcio.statusandheaders import StatusAndHeaders
-from warcio.warcwriter import WARCWriter
 
 from metaclip_assets.crawl import framing, pool, warc_html, wat
 from metaclip_assets.crawl.build import build_pool, read_source_file
 from metaclip_assets.crawl.pool import POOL_SCHEMA, ReadStats
 from metaclip_assets.crawl.urls import UrlResolver
-
-SNAP = "CC-TEST-2024-22"
+from metaclip_assets_tests.crawl._records import (
+    PAGE,
+    PAGE_LINKS,
+    PAGE_ROWS,
+    SNAP,
+    html_response,
+    img,
+    random_links,
+    warc_member,
+    warcinfo,
+    wat_json,
+    wat_page,
+    wat_record,
+    write_members,
+)
 
 # --------------------------------------------------------------------------------------------
-# writers
-
-
-def _member(
-    rec_type: str,
-    uri: str,
-    payload: bytes,
-    *,
-    content_type: str,
-    http: StatusAndHeaders | None = None,
-    date: str = "2024-05-31T01:17:49Z",
-) -> bytes:
-    """One WARC record as one gzip member, written by warcio."""
-    buf = io.BytesIO()
-    writer = WARCWriter(buf, gzip=True)
-    rec = writer.create_warc_record(
-        uri,
-        rec_type,
-        payload=io.BytesIO(payload),
-        http_headers=http,
-        warc_headers_dict={"WARC-Date": date, "Content-Type": content_type},
-    )
-    writer.write_record(rec)
-    return buf.getvalue()
-
-
-def _warcinfo() -> bytes:
-    buf = io.BytesIO()
-    writer = WARCWriter(buf, gzip=True)
-    writer.write_record(writer.create_warcinfo_record("test.warc.wat.gz", {"software": "metaclip-assets tests"}))
-    return buf.getvalue()
-
-
-def wat_json(
-    uri: str, links=None, *, base: str | None = None, kind: str = "response", date: str = "2024-05-18T01:58:10Z"
-) -> bytes:
-    """A WAT payload shaped like ia-web-commons writes it (compact, raw UTF-8, '/' unescaped)."""
-    envelope = {
-        "Format": "WARC",
-        "WARC-Header-Length": "512",
-        "WARC-Header-Metadata": {"WARC-Type": kind, "WARC-Date": date, "WARC-Target-URI": uri},
-    }
-    if kind == "request":
-        envelope["Payload-Metadata"] = {
-            "Actual-Content-Type": "application/http; msgtype=request",
-            "HTTP-Request-Metadata": {"Request-Message": {"Method": "GET", "Path": "/"}, "Headers": {"Host": "x"}},
-        }
-    elif kind == "metadata":  # the WARC's crawl-metadata record
-        envelope["Payload-Metadata"] = {
-            "Actual-Content-Type": "application/metadata-fields",
-            "WARC-Metadata-Metadata": {"Metadata-Records": [{"Name": "fetchTimeMs", "Value": "123"}]},
-        }
-    elif kind == "response":
-        head = {"Title": "a page", "Metas": [{"name": "description", "content": "d"}]}
-        if base is not None:
-            head["Base"] = base
-        html = {"Head": head}
-        if links is not None:
-            html["Links"] = links
-        envelope["Payload-Metadata"] = {
-            "Actual-Content-Type": "application/http; msgtype=response",
-            "HTTP-Response-Metadata": {
-                "Response-Message": {"Version": "HTTP/1.1", "Status": "200", "Reason": "OK"},
-                "Headers": {"Content-Type": "text/html; charset=UTF-8"},
-                "HTML-Metadata": html,
-            },
-        }
-    doc = {"Container": {"Filename": "x.warc.gz", "Compressed": True, "Offset": "1"}, "Envelope": envelope}
-    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-def wat_page(uri: str, links, *, base: str | None = None) -> list[bytes]:
-    """The three metadata records CC writes per capture: request, response, crawl metadata."""
-    return [
-        _member("metadata", uri, wat_json(uri, kind="request"), content_type="application/json"),
-        _member("metadata", uri, wat_json(uri, links, base=base), content_type="application/json"),
-        _member("metadata", uri, wat_json(uri, kind="metadata"), content_type="application/json"),
-    ]
-
-
-def wat_record(uri: str, payload: bytes) -> bytes:
-    return _member("metadata", uri, payload, content_type="application/json")
-
-
-def write_members(path: Path, members: list[bytes]) -> list[int]:
-    """Write the members back to back; return each member's offset."""
-    offsets, pos = [], 0
-    for m in members:
-        offsets.append(pos)
-        pos += len(m)
-    path.write_bytes(b"".join(members))
-    return offsets
-
-
-def html_response(
-    uri: str,
-    body: bytes,
-    *,
-    content_type: str = "text/html; charset=utf-8",
-    extra: list[tuple[str, str]] = (),
-    date: str = "2024-05-18T01:58:10Z",
-) -> bytes:
-    http = StatusAndHeaders("200 OK", [("Content-Type", content_type), *extra], protocol="HTTP/1.1")
-    return _member("response", uri, body, content_type="application/http; msgtype=response", http=http, date=date)
-
-
-def img(src: str, **attrs) -> dict:
-    return {"path": "IMG@/src", "url": src, **attrs}
+# readers
 
 
 def rows(df: pl.DataFrame, *cols: str) -> list[tuple]:
@@ -149,31 +51,6 @@ def read(path: Path):
     return read_source_file(path, snapshot=SNAP, source_name=path.name)
 
 
-# A page exercising URL resolution and the three text keys, with known expected rows.
-PAGE = "https://www.example.org/dir/page.html?q=1"
-PAGE_LINKS = [
-    {"path": "A@/href", "url": "/about", "text": "About"},
-    img("/img/a.jpg", alt="A dog"),  # root-relative
-    img("b.png", alt="  two\nlines\r\n ", title="The title"),  # relative; WAT: \n,\r -> space, then strip
-    img("//cdn.example.net/c.gif", **{"data-image-title": "Café ☕ 東京"}),  # protocol-relative, unicode
-    img("https://other.example.com/d.webp?x=1&y=2", alt="", title="   "),  # texts all empty -> no_text
-    img("../up/e.jpg", alt="dots"),  # dot segments (urljoin fallback)
-    img("data:image/png;base64,AAAA", alt="inline"),  # data: URI -> counts['data_uri']
-    img("javascript:void(0)", alt="js"),  # not http(s) -> bad_url
-    img("http://[::1/x.jpg", alt="broken"),  # unbalanced IPv6 bracket: urljoin raises -> bad_url
-    img("   ", alt="blank src"),  # -> counts['no_src']
-    {"path": "IMG@/src", "alt": "no url key"},  # no url: not an image link at all
-    {"path": "LINK@/href", "url": "/style.css", "alt": "not an image"},
-]
-PAGE_ROWS = [
-    ("https://www.example.org/img/a.jpg", "A dog", "alt"),
-    ("https://www.example.org/dir/b.png", "two lines", "alt"),
-    ("https://www.example.org/dir/b.png", "The title", "title"),
-    ("https://cdn.example.net/c.gif", "Café ☕ 東京", "data-image-title"),
-    ("https://www.example.org/up/e.jpg", "dots", "alt"),
-]
-
-
 # --------------------------------------------------------------------------------------------
 # WAT: fast reader vs warcio + json reference
 
@@ -181,7 +58,7 @@ PAGE_ROWS = [
 def test_wat_rows_counts_and_offsets(tmp_path):
     path = tmp_path / "a.warc.wat.gz"
     plain = wat_page("http://plain.example.com/", [img("/x.png", alt="x")])
-    members = [_warcinfo(), *wat_page(PAGE, PAGE_LINKS), *plain]
+    members = [warcinfo(), *wat_page(PAGE, PAGE_LINKS), *plain]
     offsets = write_members(path, members)
     df, st = read(path)
     assert df.schema == pl.Schema(POOL_SCHEMA)
@@ -218,37 +95,13 @@ def test_wat_base_href(tmp_path):
     ]
 
 
-def _random_links(rng: random.Random, n: int) -> list[dict]:
-    words = ["dog", "Katze", "東京", "café", "a\nb", " pad ", "x\r\ny", "", "photo of a cat", "Ünïcödé 🐱"]
-    srcs = [
-        "/i/{}.jpg",
-        "{}.png",
-        "//cdn.example.com/{}.gif",
-        "https://img.example.net/p/{}.webp?s=1",
-        "../{}.jpg",
-        "./{}.jpg",
-        "data:image/gif;base64,R0lG",
-        "/a//{}.jpg",
-        "{}.jpg#frag",
-        "HTTP://Up.Example/{}",
-    ]
-    out = []
-    for i in range(n):
-        link = {"path": rng.choice(["IMG@/src", "IMG@/src", "A@/href"]), "url": rng.choice(srcs).format(i)}
-        for key in ("alt", "title", "data-image-title"):
-            if rng.random() < 0.5:
-                link[key] = rng.choice(words)
-        out.append(link)
-    return out
-
-
 def test_wat_fast_equals_reference_on_generated(tmp_path):
     rng = random.Random(7)
     path = tmp_path / "gen.warc.wat.gz"
-    members = [_warcinfo()]
+    members = [warcinfo()]
     for i in range(150):
         base = rng.choice([None, None, "https://base.example/b/", "/rooted/"])
-        links = _random_links(rng, rng.randint(0, 12))
+        links = random_links(rng, rng.randint(0, 12))
         members += wat_page(f"https://host{i % 7}.example.com/p/{i}.html", links, base=base)
     members += wat_page(PAGE, PAGE_LINKS)
     write_members(path, members)
@@ -280,7 +133,7 @@ def test_wat_built_from_real_html_agrees_with_warc_reader(realdata, tmp_path):
     """WAT records made from real pages' <img> attributes (as ia-web-commons would) give the WARC rows."""
     src = realdata / "warc-html-dolma" / "sample-0000.warc.gz"
     warc_df, _ = read_source_file(src, snapshot=SNAP, source_name=src.name)
-    members = [_warcinfo()]
+    members = [warcinfo()]
     for _, block, data, start, end in framing.iter_warc_records(src, ReadStats()):
         if framing.warc_header(block, b"WARC-Type") != b"response":
             continue
@@ -317,7 +170,7 @@ def _good(uri: str, alt: str) -> list[bytes]:
 
 
 def test_truncated_gzip_keeps_rows_before(tmp_path):
-    members = [_warcinfo(), *_good("http://a.example/", "first"), *_good("http://b.example/", "second")]
+    members = [warcinfo(), *_good("http://a.example/", "first"), *_good("http://b.example/", "second")]
     data = b"".join(members)
     path = tmp_path / "t.wat.gz"
     cut = len(data) - len(members[-1]) - len(members[-2]) // 2  # in the middle of b's response member
@@ -330,7 +183,7 @@ def test_truncated_gzip_keeps_rows_before(tmp_path):
 
 def test_corrupt_member_is_skipped_and_reading_resumes(tmp_path):
     members = [
-        _warcinfo(),
+        warcinfo(),
         *_good("http://a.example/", "first"),
         *_good("http://b.example/", "second"),
         *_good("http://c.example/", "third"),
@@ -436,7 +289,7 @@ def test_records_without_links_are_not_bad(tmp_path):
     write_members(
         path,
         [
-            _warcinfo(),
+            warcinfo(),
             wat_record(uri, wat_json(uri, kind="request")),
             wat_record(uri, wat_json(uri, None)),  # HTML-Metadata without Links
             wat_record(uri, wat_json(uri, [{"path": "A@/href", "url": "/x"}])),  # Links without images
@@ -474,12 +327,12 @@ def test_non_gzip_and_empty_files(tmp_path):
     assert df.height == 0 and st.skips == {"bad_gzip": 1}
 
 
-def test_several_records_in_one_member(tmp_path):
+def test_several_records_in_onewarc_member(tmp_path):
     # legal WARC, not CC's layout: both records are read and share the member's offset
     one = gzip.decompress(b"".join(_good("http://a.example/", "first")[1:2]))
     two = gzip.decompress(b"".join(_good("http://b.example/", "second")[1:2]))
     path = tmp_path / "m.wat.gz"
-    info = _warcinfo()
+    info = warcinfo()
     path.write_bytes(info + gzip.compress(one + two))
     df, st = read(path)
     assert rows(df, "text") == [("first",), ("second",)]
@@ -576,7 +429,7 @@ def test_warc_html_rows_and_decoding(tmp_path):
     chunked_gz = zlib.compress(b'<img src="/z.jpg" alt="zipped">', wbits=31)
     chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(chunked_gz), chunked_gz)
     members = [
-        _warcinfo(),
+        warcinfo(),
         html_response(page, utf8),
         html_response("http://l.example/", latin, content_type="text/html; charset=ISO-8859-1"),
         html_response("http://j.example/", sjis, content_type="text/html"),
@@ -587,7 +440,7 @@ def test_warc_html_rows_and_decoding(tmp_path):
             "http://z.example/", chunked, extra=[("Transfer-Encoding", "chunked"), ("Content-Encoding", "gzip")]
         ),
         html_response("http://img.example/i.jpg", b"\xff\xd8\xff", content_type="image/jpeg"),
-        _member("request", page, b"GET / HTTP/1.1\r\n\r\n", content_type="application/http; msgtype=request"),
+        warc_member("request", page, b"GET / HTTP/1.1\r\n\r\n", content_type="application/http; msgtype=request"),
     ]
     path = tmp_path / "h.warc.gz"
     offsets = write_members(path, members)
@@ -612,12 +465,12 @@ def test_warc_html_rows_and_decoding(tmp_path):
 def test_warc_bad_input(tmp_path):
     good = html_response("http://a.example/", b'<img src="/a.jpg" alt="first">')
     later = html_response("http://b.example/", b'<img src="/b.jpg" alt="second">')
-    data = _warcinfo() + good + later
+    data = warcinfo() + good + later
     path = tmp_path / "t.warc.gz"
     path.write_bytes(data[: len(data) - 20])
     df, st = read(path)
     assert rows(df, "text") == [("first",)] and st.skips == {"truncated_gzip": 1}
-    dns = _member("response", "dns:example.com", b"20240518 example.com. 60 IN A 1.2.3.4", content_type="text/dns")
+    dns = warc_member("response", "dns:example.com", b"20240518 example.com. 60 IN A 1.2.3.4", content_type="text/dns")
     path.write_bytes(dns + gzip.compress(b"WARC/1.0\r\nWARC-Type: response\r\n\r\n") + later)
     df, st = read(path)
     assert rows(df, "text") == [("second",)]
@@ -662,7 +515,7 @@ def test_build_pool_empty_has_schema(tmp_path):
     df, st = build_pool([], snapshot=SNAP)
     assert df.height == 0 and df.schema == pl.Schema(POOL_SCHEMA)
     p = tmp_path / "e.wat.gz"
-    write_members(p, [_warcinfo()])
+    write_members(p, [warcinfo()])
     df, st = build_pool([(p, "e.wat.gz")], snapshot=SNAP)
     assert df.schema == pl.Schema(POOL_SCHEMA) and st.records_read == 1 and st.pairs == 0
 
@@ -680,7 +533,7 @@ def test_ids_follow_the_contract(tmp_path):
 
 def test_progress_and_merge(tmp_path):
     p = tmp_path / "g.wat.gz"
-    write_members(p, [_warcinfo(), *(m for i in range(10) for m in _good(f"http://h{i}.example/", f"t{i}"))])
+    write_members(p, [warcinfo(), *(m for i in range(10) for m in _good(f"http://h{i}.example/", f"t{i}"))])
     seen = []
     df, st = read_source_file(
         p, snapshot=SNAP, source_name="g", progress=lambda s: seen.append(s.records_read), progress_every=10

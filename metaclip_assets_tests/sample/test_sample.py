@@ -26,6 +26,8 @@ from selectolax.lexbor import LexborHTMLParser as HTMLParser
 from warcio.archiveiterator import ArchiveIterator
 
 from metaclip_assets.sample import snapshot as S
+from metaclip_assets.sample import texts as T
+from metaclip_assets.sample.wikipedia import base36
 
 KEYS = ("alt", "title", "data-image-title")
 SMALL = {"n_wat_files": 3, "pages_per_file": 20}
@@ -107,7 +109,7 @@ def read_snapshot(root: Path, m: S.SampleManifest):
                     skips["bad_url"] += 1
                     links["bad_url"] += 1
                     continue
-                add("wat", name, url, [S.clean_wat_text(link[k]) for k in KEYS if k in link])
+                add("wat", name, url, [T.clean_wat_text(link[k]) for k in KEYS if k in link])
 
     for name in m.warc_files:
         with open(crawl / name, "rb") as fh:
@@ -133,7 +135,7 @@ def read_snapshot(root: Path, m: S.SampleManifest):
                         "warc",
                         name,
                         url,
-                        [S.clean_warc_text(img.attributes[k] or "") for k in KEYS if k in img.attributes],
+                        [T.clean_warc_text(img.attributes[k] or "") for k in KEYS if k in img.attributes],
                     )
     return skips, links, pairs, per_file, written
 
@@ -343,8 +345,8 @@ def test_warc_edge_cases(default, reread):
 def test_text_mix_and_balancing_head(default):
     root, m, _ = default
     rows = load_pairs(root, m)
-    vocab = set(S.VOCABULARY)
-    matched = [sorted(S.spaced_tokens(r["text"]) & vocab) for r in rows]
+    vocab = set(T.VOCABULARY)
+    matched = [sorted(T.spaced_tokens(r["text"]) & vocab) for r in rows]
     assert sum(bool(x) for x in matched) == m.texts_matching_vocabulary
     assert 0.35 <= 1 - m.texts_matching_vocabulary / m.pairs_distinct <= 0.5  # texts matching nothing
     counts = Counter(e for x in matched for e in x)
@@ -368,8 +370,8 @@ def test_time_periods_drift(tmp_path):
     march = S.make_sample_snapshot(tmp_path, "SAMPLE-2024-10", n_wat_files=3, pages_per_file=80)
     april = S.make_sample_snapshot(tmp_path, "SAMPLE-2024-18", n_wat_files=3, pages_per_file=80)
     a, b = march.vocabulary_counts, april.vocabulary_counts
-    assert sum(a.get(w, 0) for w in S.TRENDS[3]) > 3 * sum(b.get(w, 0) for w in S.TRENDS[3])
-    assert sum(b.get(w, 0) for w in S.TRENDS[4]) > 3 * sum(a.get(w, 0) for w in S.TRENDS[4])
+    assert sum(a.get(w, 0) for w in T.TRENDS[3]) > 3 * sum(b.get(w, 0) for w in T.TRENDS[3])
+    assert sum(b.get(w, 0) for w in T.TRENDS[4]) > 3 * sum(a.get(w, 0) for w in T.TRENDS[4])
     assert march.pages == april.pages and march.image_classes != april.image_classes
 
 
@@ -451,7 +453,7 @@ def test_wikipedia_inputs(default):
         text = p.find("mw:revision/mw:text", ns)
         data = (text.text or "").encode()
         assert int(text.get("bytes")) == len(data)
-        assert p.findtext("mw:revision/mw:sha1", namespaces=ns) == S._base36(hashlib.sha1(data).digest())
+        assert p.findtext("mw:revision/mw:sha1", namespaces=ns) == base36(hashlib.sha1(data).digest())
     views: Counter = Counter()
     projects, titles = set(), set()
     files = sorted((root / "wikipedia" / "pageviews").glob("pageviews-2024????-??0000.gz"))
@@ -501,7 +503,7 @@ def _metaclip_matches(text: str, entries: set[str], max_words: int = 8) -> set[s
 def test_vocabulary_is_wordnet_and_nomatch_texts_match_nothing(default, shared_metaclip):
     root, m, _ = default
     wordnet = set(json.loads((shared_metaclip / "wordnet_part_86654.json").read_text()))
-    assert set(S.VOCABULARY) <= wordnet
+    assert set(T.VOCABULARY) <= wordnet
     rows = load_pairs(root, m)
     for r in rows:
         if r["kind"] in ("nomatch", "brand"):
