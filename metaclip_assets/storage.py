@@ -150,3 +150,26 @@ class Storage:
             with open(tmp, "wb") as f:
                 np.save(f, array, allow_pickle=False)
         return self.uri(key)
+
+
+@contextmanager
+def local_files(storage: Storage, keys: list[str]) -> Iterator[list[Path]]:
+    """Local paths for readers that need them; object-store files are copied to a temp dir first."""
+    if storage.is_local:
+        yield [storage.local_path(key) for key in keys]
+        return
+    with tempfile.TemporaryDirectory(prefix="metaclip-") as tmp:
+        paths = []
+        for key in keys:
+            local = Path(tmp) / key.rsplit("/", 1)[-1]
+            storage.fs.get_file(storage.path(key), str(local))
+            paths.append(local)
+        yield paths
+
+
+def glob(storage: Storage, patterns: list[str]) -> list[str]:
+    """Full paths of the files matching any of `patterns` (relative to the root), sorted."""
+    found: set[str] = set()
+    for pattern in patterns:
+        found.update(storage.fs.glob(storage.path(pattern)))
+    return sorted(found)

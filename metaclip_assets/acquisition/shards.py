@@ -19,20 +19,10 @@ from typing import Any
 import orjson
 import polars as pl
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")  # no dots either: webdataset splits a member name at its first dot
+# the file-name rules are path facts, kept in layout.py; re-exported here for the acquisition package
+from metaclip_assets.layout import safe_component, shard_prefix  # noqa: F401
+
 _UUID = re.compile(r"[0-9a-f]{24}\Z")
-
-
-def safe_component(text: str) -> str:
-    """A snapshot name usable in file names everywhere (no path separators, dots, spaces, reserved chars)."""
-    out = _UNSAFE.sub("_", text).strip("_")
-    if not out:
-        raise ValueError(f"{text!r} has no file-name-safe characters")
-    return out
-
-
-def shard_prefix(snapshot: str, shard: int) -> str:
-    return f"{safe_component(snapshot)}-{shard:03d}"
 
 
 def shard_stem(snapshot: str, shard: int, n: int) -> str:

@@ -1,7 +1,7 @@
 """The curation stages on DataFrames: match a shard, merge a snapshot's shards, count, balance.
 
-These functions are what the Dagster assets call; they know nothing of Dagster or of where files live, so the
-same code runs in a test, a notebook or a Kubernetes pod. Every result is independent of how the snapshot was
+These functions are what `curation/steps.py` (the assets' work on storage) calls; they know nothing of Dagster or
+of where files live, so the same code runs in a test, a notebook or a Kubernetes pod. Every result is independent of how the snapshot was
 sharded: cross-shard duplicates are resolved by content, and the balancing draw of a pair depends only on the
 pair itself and the seed.
 """

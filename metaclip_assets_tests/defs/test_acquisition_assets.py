@@ -16,21 +16,29 @@ import pytest
 
 from metaclip_assets import layout
 from metaclip_assets.acquisition import REASONS
+from metaclip_assets.acquisition import checks as acq_checks
+from metaclip_assets.acquisition import steps as acq_steps
 from metaclip_assets.definitions import acquisition_assets, curation_assets
 from metaclip_assets.defs import acquisition_assets as acq
-from metaclip_assets.defs.partitions import NUM_SHARDS, SNAPSHOT_PARTITIONS_NAME, shard_partitions
-from metaclip_assets.defs.resources import CurationStorage
+from metaclip_assets.defs.partitions import NUM_SHARDS
 from metaclip_assets.sample.snapshot import make_sample_snapshot
 from metaclip_assets.storage import Storage
+from metaclip_assets_tests.conftest import (
+    WORDNET_ONLY,
+    asset_metadata,
+    curate,
+    materialize,
+    materialize_shards,
+    snapshot_instance,
+    storage_resources,
+)
 
 SNAPSHOT = "SAMPLE-2024-10"
 ASSETS = [*curation_assets, *acquisition_assets]
 # Seed 6 at this size puts the sample's truncated image and its recorded 404 among the matched pairs, so every
 # failure kind the sample plants reaches the shards; t stays at MetaCLIP's default (keeps every matched pair).
 SEED = 6
-METADATA_ONLY_WORDNET = {"ops": {"metadata_entries": {"config": {"wiki_dump_globs": [], "pageview_globs": []}}}}
 SHARD_CONFIG = {"ops": {"webdataset_shards": {"config": {"image_size": 64, "samples_per_shard": 8}}}}
-SHARD_KEYS = shard_partitions.get_partition_keys()
 
 
 def _key(shard: str) -> dg.MultiPartitionKey:
@@ -38,24 +46,12 @@ def _key(shard: str) -> dg.MultiPartitionKey:
 
 
 def _resources(root: Path) -> dict:
-    return {"curation_storage": CurationStorage(data_root=str(root)), "image_source": acq.ImageSourceResource()}
+    return storage_resources(root, image_source=acq.ImageSourceResource())
 
 
 def _run(instance, root, selection, partition_key=None, run_config=None, raise_on_error=True):
-    return dg.materialize(
-        ASSETS,
-        selection=selection,
-        partition_key=partition_key,
-        instance=instance,
-        resources=_resources(root),
-        run_config=run_config or {},
-        raise_on_error=raise_on_error,
-    )
-
-
-def _metadata(result, asset):
-    (mat,) = result.asset_materializations_for_node(asset)
-    return {k: v.value for k, v in mat.metadata.items()}
+    kwargs = {"instance": instance, "resources": _resources(root), "raise_on_error": raise_on_error}
+    return materialize(ASSETS, selection, partition_key, run_config, **kwargs)
 
 
 def _checks(result) -> dict[str, dg.AssetCheckEvaluation]:
@@ -66,23 +62,25 @@ def _checks(result) -> dict[str, dg.AssetCheckEvaluation]:
 def acquired(tmp_path_factory):
     root = tmp_path_factory.mktemp("acq")
     manifest = make_sample_snapshot(root, SNAPSHOT, seed=SEED, n_wat_files=3, pages_per_file=30)
-    with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions(SNAPSHOT_PARTITIONS_NAME, [SNAPSHOT])
-        _run(instance, root, ["metadata_entries"], run_config=METADATA_ONLY_WORDNET)
-        for shard in SHARD_KEYS:
-            _run(instance, root, ["crawl_pool", "matched_pool"], _key(shard))
-        _run(instance, root, ["entry_counts", "balanced_subset"], SNAPSHOT)
-        shards = {s: _run(instance, root, ["webdataset_shards"], _key(s), SHARD_CONFIG) for s in SHARD_KEYS}
+    with snapshot_instance(SNAPSHOT) as instance:
+        kwargs = {"instance": instance, "resources": _resources(root)}
+        curate(
+            ASSETS,
+            SNAPSHOT,
+            metadata_config=WORDNET_ONLY,
+            snapshot_selection=["entry_counts", "balanced_subset"],
+            **kwargs,
+        )
+        shards = materialize_shards(ASSETS, ["webdataset_shards"], SNAPSHOT, SHARD_CONFIG, **kwargs)
         report = _run(instance, root, ["acquisition_report"], SNAPSHOT)
         yield root, manifest, shards, report, instance
 
 
 def _all_rows(root: Path) -> pl.DataFrame:
-    out = Storage(root).local_path(acq.shards_dir_key(SNAPSHOT))
     frames = [
-        pl.read_parquet(p(out, SNAPSHOT, s)).with_columns(pl.lit(s).alias("acq_shard"))
+        Storage(root).read_parquet(key(SNAPSHOT, s)).with_columns(pl.lit(s).alias("acq_shard"))
         for s in range(NUM_SHARDS)
-        for p in (acq.index_path, acq.failures_path)
+        for key in (layout.acquisition_index_key, layout.acquisition_failures_key)
     ]
     return pl.concat(frames)
 
@@ -120,9 +118,9 @@ def test_outcomes_match_the_sample_manifest(acquired):
     assert 0.6 < summary["success_rate"] < 1.0
     assert sum(summary["reasons"].values()) == len(curated)
     assert set(summary["reasons"]) <= set(REASONS)
-    md = _metadata(report, "acquisition_report")
+    md = asset_metadata(report, "acquisition_report")
     assert md["success_rate"] == pytest.approx(summary["success_rate"]) and md["samples"] == ok
-    assert sum(_metadata(r, "webdataset_shards")["dagster/row_count"] for r in shards.values()) == ok
+    assert sum(asset_metadata(r, "webdataset_shards")["dagster/row_count"] for r in shards.values()) == ok
     card = (root / layout.datacard_dir(SNAPSHOT) / "acquisition.md").read_text()
     assert card.startswith("## Image acquisition") and md["acquisition"] == card
     for reason in summary["reasons"]:
@@ -140,7 +138,7 @@ def test_rows_are_split_by_image_so_keys_are_unique_per_snapshot(acquired):
 def test_tars_open_with_webdataset(acquired):
     wds = pytest.importorskip("webdataset")
     root, *_ = acquired
-    out = root / acq.shards_dir_key(SNAPSHOT)
+    out = root / layout.shards_dir(SNAPSHOT)
     tars = sorted(out.glob("*.tar"))
     index = {r["key"]: r for r in _all_rows(root).filter(pl.col("reason_code") == "ok").iter_rows(named=True)}
     assert len(tars) > NUM_SHARDS  # samples_per_shard=8: several tars per shard
@@ -163,7 +161,7 @@ def test_progress_and_outcome_are_in_the_run_log(acquired):
 
 def test_rematerializing_skips_complete_shards(acquired):
     root, _, shards, _, instance = acquired
-    out = root / acq.shards_dir_key(SNAPSHOT)
+    out = root / layout.shards_dir(SNAPSHOT)
 
     def fingerprint():
         return {
@@ -173,7 +171,7 @@ def test_rematerializing_skips_complete_shards(acquired):
 
     before = fingerprint()
     again = _run(instance, root, ["webdataset_shards"], _key("002"), SHARD_CONFIG)
-    md, first = _metadata(again, "webdataset_shards"), _metadata(shards["002"], "webdataset_shards")
+    md, first = asset_metadata(again, "webdataset_shards"), asset_metadata(shards["002"], "webdataset_shards")
     assert md["shards_written"] == 0 and md["shards_skipped"] == first["shards_written"] > 0
     assert md["reasons"] == first["reasons"]
     assert fingerprint() == before  # not rewritten, not even touched
@@ -192,36 +190,36 @@ def scratch(acquired, tmp_path):
 @pytest.mark.slow  # ~2 s idle, two more runs; the cheaper nothing_lost test below proves the same blocking path
 def test_shards_readable_fails_when_a_tar_is_lost(scratch, monkeypatch):
     root, instance = scratch
-    real_acquire = acq.acquire
+    real_acquire = acq_steps.acquire
 
     def losing_disk(*args, **kwargs):  # a tar vanishes between being written and being checked
         result = real_acquire(*args, **kwargs)
         result.shards[0].unlink()
         return result
 
-    monkeypatch.setattr(acq, "acquire", losing_disk)
+    monkeypatch.setattr(acq_steps, "acquire", losing_disk)
     result = _run(instance, root, ["webdataset_shards"], _key("001"), SHARD_CONFIG, raise_on_error=False)
     checks = _checks(result)
     assert not checks["shards_readable"].passed and checks["nothing_lost"].passed
     assert checks["shards_readable"].metadata["missing_tars"].value  # names the lost tar
     assert not result.success  # blocking: the report would not run on it
 
-    monkeypatch.setattr(acq, "acquire", real_acquire)  # a plain re-run rebuilds just the lost tar
+    monkeypatch.setattr(acq_steps, "acquire", real_acquire)  # a plain re-run rebuilds just the lost tar
     healed = _run(instance, root, ["webdataset_shards"], _key("001"), SHARD_CONFIG)
-    assert _metadata(healed, "webdataset_shards")["shards_written"] == 1
+    assert asset_metadata(healed, "webdataset_shards")["shards_written"] == 1
     assert all(c.passed for c in _checks(healed).values())
 
 
 def test_nothing_lost_fails_when_a_failure_row_is_dropped(scratch, monkeypatch):
     root, instance = scratch
-    real_acquire = acq.acquire
+    real_acquire = acq_steps.acquire
 
     def dropping(*args, **kwargs):  # a writer bug: one failed pair never reaches the failure table
         result = real_acquire(*args, **kwargs)
         pl.read_parquet(result.failures_path).slice(1).write_parquet(result.failures_path)
         return result
 
-    monkeypatch.setattr(acq, "acquire", dropping)
+    monkeypatch.setattr(acq_steps, "acquire", dropping)
     result = _run(instance, root, ["webdataset_shards"], _key("000"), SHARD_CONFIG, raise_on_error=False)
     check = _checks(result)["nothing_lost"]
     assert not check.passed and check.metadata["lost"].value == 1
@@ -230,7 +228,7 @@ def test_nothing_lost_fails_when_a_failure_row_is_dropped(scratch, monkeypatch):
 @pytest.mark.slow  # ~3-6 s: re-balances the snapshot and reports twice
 def test_report_flags_stale_shards_and_stray_tars(scratch):
     root, instance = scratch
-    stray = root / acq.shards_dir_key(SNAPSHOT) / "SAMPLE-2024-10-017-00000.tar"
+    stray = root / layout.shards_dir(SNAPSHOT) / "SAMPLE-2024-10-017-00000.tar"
     shutil.copy(next(stray.parent.glob("*.tar")), stray)  # e.g. left by a run with more shards
     check = _checks(_run(instance, root, ["acquisition_report"], SNAPSHOT))["accounts_for_curated_subset"]
     assert not check.passed and check.metadata["stray_tars"].value == [stray.name]
@@ -263,32 +261,25 @@ def test_http_source_is_the_ssrf_safe_fetcher(tmp_path):
 
 
 def test_report_without_shards_gives_a_clear_error(tmp_path):
-    with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions(SNAPSHOT_PARTITIONS_NAME, ["CC-MAIN-2099-01"])
+    with snapshot_instance("CC-MAIN-2099-01") as instance:
         with pytest.raises(Exception, match="materialize webdataset_shards for every shard"):
-            dg.materialize(
-                ASSETS,
-                selection=["acquisition_report"],
-                partition_key="CC-MAIN-2099-01",
-                instance=instance,
-                resources=_resources(tmp_path),
-            )
+            _run(instance, tmp_path, ["acquisition_report"], "CC-MAIN-2099-01")
     assert json.dumps(acq.WebdatasetShardsConfig().model_dump())  # defaults are plain JSON (run config)
     assert acq.WebdatasetShardsConfig().image_size == 224
 
 
 def test_checks_read_the_files_on_disk(scratch, monkeypatch):
     root, _ = scratch
-    out = root / acq.shards_dir_key(SNAPSHOT)
-    rows = acq.rows_for_shard(Storage(root).read_parquet(layout.balanced_key(SNAPSHOT)), 2, NUM_SHARDS)
-    assert acq.check_nothing_lost(rows, out, SNAPSHOT, 2).passed
-    assert not acq.check_nothing_lost(rows.slice(1), out, SNAPSHOT, 2).passed  # a pair the tables invented
+    out = root / layout.shards_dir(SNAPSHOT)
+    rows = acq_steps.rows_for_shard(Storage(root).read_parquet(layout.balanced_key(SNAPSHOT)), 2, NUM_SHARDS)
+    assert acq_checks.nothing_lost(Storage(root), rows, SNAPSHOT, 2).passed
+    assert not acq_checks.nothing_lost(Storage(root), rows.slice(1), SNAPSHOT, 2).passed  # a pair the tables invented
     monkeypatch.setitem(sys.modules, "webdataset", None)  # the same grouping rule, with tarfile
-    check = acq.check_shards_readable(out, SNAPSHOT, 2)
-    assert check.passed and check.metadata["reader"].value == "tarfile"
+    check = acq_checks.shards_readable(Storage(root), SNAPSHOT, 2)
+    assert check.passed and check.metadata["reader"] == "tarfile"
     monkeypatch.undo()
 
     tar = sorted(out.glob("SAMPLE-2024-10-002-*.tar"))[0]
     tar.write_bytes(tar.read_bytes()[: tar.stat().st_size // 2])  # a torn copy
-    check = acq.check_shards_readable(out, SNAPSHOT, 2)
+    check = acq_checks.shards_readable(Storage(root), SNAPSHOT, 2)
     assert not check.passed, check.metadata

@@ -7,35 +7,33 @@ import polars as pl
 import pytest
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from metaclip_assets.curation import stages
+from metaclip_assets.curation import stages, steps
 from metaclip_assets.definitions import curation_assets
-from metaclip_assets.defs import snapshot_assets
-from metaclip_assets.defs.partitions import SNAPSHOT_PARTITIONS_NAME, shard_partitions
-from metaclip_assets.defs.resources import CurationStorage
+from metaclip_assets.defs.partitions import shard_partitions
 from metaclip_assets.sample.snapshot import make_sample_snapshot
+from metaclip_assets_tests.conftest import WORDNET_ONLY, curate, materialize, snapshot_instance, storage_resources
 
 SNAPSHOT = "SAMPLE-2024-18"
-METADATA_ONLY_WORDNET = {"ops": {"metadata_entries": {"config": {"wiki_dump_globs": [], "pageview_globs": []}}}}
 BALANCE = {"ops": {"balanced_subset": {"config": {"t": 10}}}}
 
 
 def _run(instance, resources, selection, partition_key=None, run_config=None):
-    return dg.materialize(
+    return materialize(
         curation_assets,
-        selection=selection,
-        partition_key=partition_key,
+        selection,
+        partition_key,
+        run_config,
         instance=instance,
         resources=resources,
-        run_config=run_config or {},
         raise_on_error=False,
     )
 
 
 def _run_range(instance, resources, selection, start, end):
     """What `dagster asset materialize --partition-range start...end` launches: one run, one step per asset."""
-    return dg.materialize(
+    return materialize(
         curation_assets,
-        selection=selection,
+        selection,
         instance=instance,
         resources=resources,
         tags={ASSET_PARTITION_RANGE_START_TAG: start, ASSET_PARTITION_RANGE_END_TAG: end},
@@ -51,19 +49,13 @@ def _checks(result) -> dict[str, bool]:
 def small_snapshot(tmp_path_factory):
     root = tmp_path_factory.mktemp("checks")
     make_sample_snapshot(root, SNAPSHOT, seed=3, n_wat_files=3, pages_per_file=16)
-    resources = {"curation_storage": CurationStorage(data_root=str(root))}
-    with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions(SNAPSHOT_PARTITIONS_NAME, [SNAPSHOT])
-        assert _run(instance, resources, ["metadata_entries"], run_config=METADATA_ONLY_WORDNET).success
-        shard_checks = {}
-        for shard in shard_partitions.get_partition_keys():
-            result = _run(
-                instance,
-                resources,
-                ["crawl_pool", "matched_pool"],
-                dg.MultiPartitionKey({"snapshot": SNAPSHOT, "shard": shard}),
-            )
-            shard_checks[shard] = result.get_asset_check_evaluations()
+    resources = storage_resources(root)
+    with snapshot_instance(SNAPSHOT) as instance:
+        # every step must succeed here (the empty shards' checks only WARN); a failure raises
+        results = curate(
+            curation_assets, SNAPSHOT, instance=instance, resources=resources, metadata_config=WORDNET_ONLY
+        )
+        shard_checks = {shard: r.get_asset_check_evaluations() for shard, r in results["shards"].items()}
         yield root, resources, instance, shard_checks
 
 
@@ -83,12 +75,9 @@ def test_shard_with_only_garbage_fails_with_error(tmp_path):
     crawl.mkdir(parents=True)
     for i in range(8):  # enough names that every shard gets a file
         (crawl / f"garbage-{i}.warc.wat.gz").write_bytes(b"this is not gzip at all" * 10)
-    resources = {"curation_storage": CurationStorage(data_root=str(tmp_path))}
-    with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions(SNAPSHOT_PARTITIONS_NAME, ["CC-MAIN-2099-02"])
-        result = _run(
-            instance, resources, ["crawl_pool"], dg.MultiPartitionKey({"snapshot": "CC-MAIN-2099-02", "shard": "000"})
-        )
+    resources = storage_resources(tmp_path)
+    with snapshot_instance("CC-MAIN-2099-02") as instance:
+        result = _run(instance, resources, ["crawl_pool"], {"snapshot": "CC-MAIN-2099-02", "shard": "000"})
         # Bad files never crash the reader: the pool is written and its bad records counted...
         mat = result.asset_materializations_for_node("crawl_pool")[0]
         assert mat.metadata["bad_records_total"].value >= 1
@@ -150,7 +139,7 @@ def test_counts_check_fails_when_counts_are_wrong(small_snapshot, monkeypatch):
         counts[0] += 1
         return counts
 
-    monkeypatch.setattr(snapshot_assets, "count_entries", off_by_one)
+    monkeypatch.setattr(steps, "count_entries", off_by_one)
     result = _run(instance, resources, ["entry_counts"], SNAPSHOT)
     assert _checks(result) == {"counts_sum_to_matches": False}
 
@@ -164,7 +153,7 @@ def test_subset_check_fails_when_balancing_invents_a_pair(small_snapshot, monkey
         fake = curated.head(1).with_columns(pl.lit("http://example.invalid/x.jpg").alias("url"))
         return pl.concat([curated, fake]), keep, stats
 
-    monkeypatch.setattr(snapshot_assets, "balance", inventive)
+    monkeypatch.setattr(steps, "balance", inventive)
     result = _run(instance, resources, ["balanced_subset"], SNAPSHOT, BALANCE)
     assert _checks(result) == {"curated_subset_of_matched": False}
 
@@ -172,13 +161,13 @@ def test_subset_check_fails_when_balancing_invents_a_pair(small_snapshot, monkey
 def test_datacard_check_fails_when_totals_disagree(small_snapshot, monkeypatch):
     _, resources, instance, _ = small_snapshot
     assert _run(instance, resources, ["entry_counts", "balanced_subset"], SNAPSHOT, BALANCE).success
-    real_build = snapshot_assets.build_datacard
+    real_build = steps.build_datacard
 
     def miscounting(**kwargs):
         kwargs["funnel"] = {**kwargs["funnel"], "curated_pairs": kwargs["funnel"]["curated_pairs"] + 1}
         return real_build(**kwargs)
 
-    monkeypatch.setattr(snapshot_assets, "build_datacard", miscounting)
+    monkeypatch.setattr(steps, "build_datacard", miscounting)
     # The check compares the funnel the written card reports with the parquet files' row counts.
     result = _run(instance, resources, ["data_card"], SNAPSHOT)
     assert _checks(result) == {"totals_match_parquet": False}

@@ -5,75 +5,48 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import dagster as dg
 import numpy as np
 import polars as pl
 import pytest
 
 from metaclip_assets import layout
 from metaclip_assets.definitions import curation_assets
-from metaclip_assets.defs.partitions import NUM_SHARDS, SNAPSHOT_PARTITIONS_NAME, shard_partitions
-from metaclip_assets.defs.resources import CurationStorage
+from metaclip_assets.defs.partitions import NUM_SHARDS, shard_partitions
 from metaclip_assets.sample.snapshot import make_sample_snapshot
 from metaclip_assets.storage import Storage
+from metaclip_assets_tests.conftest import (
+    SAMPLE_METADATA_CONFIG,
+    asset_metadata,
+    curate,
+    materialize,
+    snapshot_instance,
+    storage_resources,
+)
 
 SNAPSHOT = "SAMPLE-2024-10"
-SAMPLE_METADATA_CONFIG = json.loads(
-    (Path(__file__).resolve().parents[2] / "scripts" / "sample-metadata-config.json").read_text()
-)
 T = 30
-
-
-def _materialize(instance, resources, selection, partition_key=None, run_config=None):
-    result = dg.materialize(
-        curation_assets,
-        selection=selection.split(","),
-        partition_key=partition_key,
-        instance=instance,
-        resources=resources,
-        run_config=run_config or {},
-        raise_on_error=True,
-    )
-    assert result.success
-    return result
 
 
 @pytest.fixture(scope="module")
 def pipeline_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     manifest = make_sample_snapshot(root, SNAPSHOT, seed=0)
-    resources = {"curation_storage": CurationStorage(data_root=str(root))}
-    with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions(SNAPSHOT_PARTITIONS_NAME, [SNAPSHOT])
-        results = {"metadata": _materialize(instance, resources, "metadata_entries", run_config=SAMPLE_METADATA_CONFIG)}
-        results["shards"] = [
-            _materialize(
-                instance,
-                resources,
-                "crawl_pool,matched_pool",
-                dg.MultiPartitionKey({"snapshot": SNAPSHOT, "shard": shard}),
-            )
-            for shard in shard_partitions.get_partition_keys()
-        ]
-        results["snapshot"] = _materialize(
-            instance,
-            resources,
-            "entry_counts,balanced_subset,data_card",
+    with snapshot_instance(SNAPSHOT) as instance:
+        results = curate(
+            curation_assets,
             SNAPSHOT,
-            run_config={"ops": {"balanced_subset": {"config": {"t": T}}}},
+            instance=instance,
+            resources=storage_resources(root),
+            metadata_config=SAMPLE_METADATA_CONFIG,
+            snapshot_selection=["entry_counts", "balanced_subset", "data_card"],
+            snapshot_config={"ops": {"balanced_subset": {"config": {"t": T}}}},
         )
         yield root, manifest, results, instance
 
 
-def _metadata(result, asset):
-    mats = result.asset_materializations_for_node(asset)
-    assert len(mats) == 1
-    return {k: v.value for k, v in mats[0].metadata.items()}
-
-
 def test_every_check_passes(pipeline_run):
     _, _, results, _ = pipeline_run
-    evaluations = [e for r in results["shards"] for e in r.get_asset_check_evaluations()]
+    evaluations = [e for r in results["shards"].values() for e in r.get_asset_check_evaluations()]
     evaluations += results["snapshot"].get_asset_check_evaluations()
     names = sorted({e.check_name for e in evaluations})
     assert names == ["counts_sum_to_matches", "curated_subset_of_matched", "shard_not_empty", "totals_match_parquet"]
@@ -83,7 +56,7 @@ def test_every_check_passes(pipeline_run):
 
 def test_metadata_has_wordnet_and_wikipedia_sources(pipeline_run):
     root, _, results, _ = pipeline_run
-    md = _metadata(results["metadata"], "metadata_entries")
+    md = asset_metadata(results["metadata"], "metadata_entries")
     counts = md["per_source_counts"]
     assert md["dagster/row_count"] > 86_000
     storage = Storage(root)
@@ -102,7 +75,7 @@ def test_bad_records_are_counted_as_planted(pipeline_run):
     assert planted
     for reason, count in planted.items():
         assert card["bad_records"].get(reason) == count, (reason, card["bad_records"], planted)
-    md = _metadata(results["snapshot"], "data_card")
+    md = asset_metadata(results["snapshot"], "data_card")
     assert md["bad_records"] == card["bad_records"]
 
 
@@ -133,7 +106,7 @@ def test_balancing_cuts_the_head_and_keeps_the_tail(pipeline_run):
 
 def test_data_card_metadata_is_shown(pipeline_run):
     _, _, results, _ = pipeline_run
-    md = _metadata(results["snapshot"], "data_card")
+    md = asset_metadata(results["snapshot"], "data_card")
     assert "# Data card: SAMPLE-2024-10" in md["data_card"]
     assert "data:image/png;base64," in md["data_card"]
     assert md["funnel"]["curated_pairs"] <= md["funnel"]["matched_pairs"] <= md["funnel"]["pairs_in_pool"]
@@ -151,9 +124,13 @@ def test_rematerializing_is_idempotent(pipeline_run):
     root, _, results, instance = pipeline_run
     storage = Storage(root)
     before = storage.read_parquet(layout.balanced_key(SNAPSHOT)).sort("pair_id")
-    resources = {"curation_storage": CurationStorage(data_root=str(root))}
-    _materialize(
-        instance, resources, "balanced_subset", SNAPSHOT, run_config={"ops": {"balanced_subset": {"config": {"t": T}}}}
+    materialize(
+        curation_assets,
+        ["balanced_subset"],
+        SNAPSHOT,
+        {"ops": {"balanced_subset": {"config": {"t": T}}}},
+        instance=instance,
+        resources=storage_resources(root),
     )
     after = storage.read_parquet(layout.balanced_key(SNAPSHOT)).sort("pair_id")
     assert before.equals(after)
@@ -161,18 +138,16 @@ def test_rematerializing_is_idempotent(pipeline_run):
 
 
 def test_missing_shards_give_a_clear_error(tmp_path):
-    resources = {"curation_storage": CurationStorage(data_root=str(tmp_path))}
-    with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions(SNAPSHOT_PARTITIONS_NAME, ["CC-MAIN-2099-01"])
+    with snapshot_instance("CC-MAIN-2099-01") as instance:
         Storage(tmp_path).write_json(layout.METADATA_CURRENT, {"sha256": "0" * 64, "metadata_json": "m.json"})
         Storage(tmp_path).write_json("m.json", ["dog"])
         with pytest.raises(Exception, match="materialize crawl_pool and matched_pool"):
-            dg.materialize(
+            materialize(
                 curation_assets,
-                selection="entry_counts",
-                partition_key="CC-MAIN-2099-01",
+                ["entry_counts"],
+                "CC-MAIN-2099-01",
                 instance=instance,
-                resources=resources,
+                resources=storage_resources(tmp_path),
             )
 
 
@@ -198,17 +173,17 @@ def test_matched_pool_with_workers_writes_the_same_rows(pipeline_run, monkeypatc
     root, _, _, instance = pipeline_run
     storage = Storage(root)
     shard = shard_partitions.get_partition_keys()[0]
-    key = dg.MultiPartitionKey({"snapshot": SNAPSHOT, "shard": shard})
     path = layout.matched_key(SNAPSHOT, int(shard), NUM_SHARDS)
     before = storage.read_parquet(path)
-    resources = {"curation_storage": CurationStorage(data_root=str(root))}
-    result = _materialize(
-        instance, resources, "matched_pool", key, run_config={"ops": {"matched_pool": {"config": {"workers": 2}}}}
+    kwargs = {"instance": instance, "resources": storage_resources(root)}
+    key = {"snapshot": SNAPSHOT, "shard": shard}
+    result = materialize(
+        curation_assets, ["matched_pool"], key, {"ops": {"matched_pool": {"config": {"workers": 2}}}}, **kwargs
     )
     assert storage.read_parquet(path).equals(before)
-    assert _metadata(result, "matched_pool")["dagster/row_count"] == len(before)
+    assert asset_metadata(result, "matched_pool")["dagster/row_count"] == len(before)
     assert 2 in calls and bool(pools) == (kind == "processes")
     with pytest.raises(Exception, match="workers must be >= 1"):
-        _materialize(
-            instance, resources, "matched_pool", key, run_config={"ops": {"matched_pool": {"config": {"workers": 0}}}}
+        materialize(
+            curation_assets, ["matched_pool"], key, {"ops": {"matched_pool": {"config": {"workers": 0}}}}, **kwargs
         )

@@ -1,0 +1,227 @@
+"""The `webdataset_shards` asset's work on storage: pick this shard's curated rows, open the image source,
+`acquire` them into `<data_root>/shards/<snapshot>/`, write the shard's stats and compute its checks.
+
+Curated rows go to acquisition shards by image (`shard_of(image_uuid)`), not by crawl file: one image URL is
+linked from pages in many crawl files, and splitting by crawl file would fetch it once per shard, store its
+bytes in several tars and give its samples the same key in each. By image, a URL is fetched once per snapshot,
+the in-shard dedup sees all of its captions, and sample keys are unique over the snapshot.
+
+Knows storage and layout, never Dagster. The settings dataclasses hold the defaults the Dagster configs show.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import inspect
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from metaclip_assets import layout
+from metaclip_assets.acquisition import checks
+from metaclip_assets.acquisition.fetch_http import HttpImageSource
+from metaclip_assets.acquisition.pipeline import AcquireResult, acquire
+from metaclip_assets.acquisition.process import ProcessConfig
+from metaclip_assets.acquisition.source import ImageSource
+from metaclip_assets.acquisition.warc_replay import WarcReplaySource
+from metaclip_assets.checks import CheckResult
+from metaclip_assets.sharding import shard_of
+from metaclip_assets.storage import Storage
+
+Log = Callable[[str], None]
+PROGRESS_EVERY_S = 5.0
+_PROCESS = ProcessConfig()  # slots: its defaults are read off an instance
+_HTTP = inspect.signature(HttpImageSource.__init__).parameters  # its keyword defaults are the source's defaults
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class ShardSettings:
+    """How the images of a shard are written (field order is the order stored in the stats and report)."""
+
+    samples_per_shard: int = 10_000  # img2dataset's default; an image's captions never straddle two tars
+    image_size: int = 224  # OpenAI CLIP / MetaCLIP: 224
+    resize_mode: str = _PROCESS.resize_mode
+    jpeg_quality: int = _PROCESS.jpeg_quality
+    max_pixels: int = _PROCESS.max_pixels
+    min_image_size: int = _PROCESS.min_image_size
+    retry_failed: bool = False  # re-fetch failed rows of complete tars (else skipped)
+
+
+@dataclass
+class SourceSettings:
+    """Where image bytes come from: `warc` replays WARC files (offline), `http` fetches from the web."""
+
+    kind: str = "warc"
+    warc_globs: list[str] = field(default_factory=lambda: [layout.IMAGE_WARC_GLOB])
+    workers: int | None = None  # default: CPU count (warc) or 32 (http, network bound)
+    max_bytes: int = _HTTP["max_bytes"].default
+    timeout_s: float = _HTTP["timeout"].default
+    max_retries: int = _HTTP["max_retries"].default
+    backoff_s: float = _HTTP["backoff"].default
+    max_backoff_s: float = _HTTP["max_backoff"].default
+    max_redirects: int = _HTTP["max_redirects"].default
+    max_connections: int = _HTTP["max_connections"].default
+    max_per_host: int = _HTTP["max_per_host"].default
+    user_agent: str = _HTTP["user_agent"].default
+
+    def worker_count(self) -> int:
+        if self.workers:
+            return self.workers
+        return 32 if self.kind == "http" else max(2, os.cpu_count() or 2)
+
+    def warc_files(self, storage: Storage, snapshot: str) -> list[Path]:
+        found: set[str] = set()
+        for pattern in self.warc_globs:
+            pattern = pattern.replace("{snapshot}", snapshot)
+            found.update(glob.glob(pattern if os.path.isabs(pattern) else str(storage.local_path(pattern))))
+        return [Path(p) for p in sorted(found)]
+
+    def open(self, storage: Storage, snapshot: str) -> tuple[ImageSource, dict]:
+        """The source, and a JSON description of it for metadata and the data card."""
+        if self.kind == "http":
+            source = HttpImageSource(
+                timeout=self.timeout_s,
+                max_bytes=self.max_bytes,
+                max_retries=self.max_retries,
+                backoff=self.backoff_s,
+                max_backoff=self.max_backoff_s,
+                max_redirects=self.max_redirects,
+                max_connections=self.max_connections,
+                max_per_host=self.max_per_host,
+                user_agent=self.user_agent,
+            )
+            return source, {
+                "kind": "http",
+                "user_agent": self.user_agent,
+                "timeout_s": self.timeout_s,
+                "max_retries": self.max_retries,
+                "max_per_host": self.max_per_host,
+            }
+        if self.kind == "warc":
+            files = self.warc_files(storage, snapshot)
+            if not files:
+                raise FileNotFoundError(
+                    f"no WARC files for {snapshot} matching {self.warc_globs} under {storage.uri('')}: put the image "
+                    "WARCs there, set image_source.warc_globs, or use image_source.kind 'http'"
+                )
+            source = replay_source(storage, snapshot, files, self.max_bytes, self.max_redirects)
+            return source, {"kind": "warc", "warc_files": [str(p) for p in files], "urls_indexed": len(source)}
+        raise ValueError(f"image_source.kind must be 'warc' or 'http', got {self.kind!r}")
+
+
+SOURCE_DEFAULTS = SourceSettings()
+
+
+def replay_source(
+    storage: Storage, snapshot: str, files: list[Path], max_bytes: int, max_redirects: int
+) -> WarcReplaySource:
+    """Replay source over `files`; the URL index is scanned once and cached, keyed by the files' names, sizes
+    and mtimes, so the other shards of the snapshot (and re-runs) do not read every archive again."""
+    stamp_src = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    stamp = hashlib.sha256(json.dumps(stamp_src).encode()).hexdigest()[:16]
+    key = layout.warc_index_key(snapshot, stamp)
+    if storage.exists(key):
+        return WarcReplaySource.from_index(storage.read_parquet(key), max_bytes=max_bytes, max_redirects=max_redirects)
+    source = WarcReplaySource.from_files(files, max_bytes=max_bytes, max_redirects=max_redirects)
+    storage.write_parquet(key, source.index_frame())
+    return source
+
+
+def rows_for_shard(curated: pl.DataFrame, shard: int, num_shards: int) -> pl.DataFrame:
+    """The curated rows whose image belongs to `shard` (see the module docstring for why by image)."""
+    uuids = curated["image_uuid"].unique().to_list()
+    return curated.filter(pl.col("image_uuid").is_in([u for u in uuids if shard_of(u, num_shards) == shard]))
+
+
+def progress_logger(log: Log, label: str, total: int) -> Callable[[dict, float], None]:
+    """`acquire`'s progress callback: one log line after each tar, and every few seconds while fetching."""
+    last = [float("-inf")]
+
+    def report(counts, rate: float) -> None:
+        done = sum(counts.values())
+        if done < total and time.monotonic() - last[0] < PROGRESS_EVERY_S:
+            return
+        last[0] = time.monotonic()
+        failed = {k: v for k, v in sorted(counts.items()) if k != "ok"}
+        log(
+            f"{label}: {done:,}/{total:,} rows ({100 * done / max(total, 1):.0f}%), "
+            f"ok {counts.get('ok', 0):,}, failed {failed}, {rate:.1f} rows/s"
+        )
+
+    return report
+
+
+@dataclass
+class ShardAcquisition:
+    result: AcquireResult
+    summary: dict  # what the shard's stats.json holds
+    source: dict  # the image source, described
+    out_dir: Path
+    checks: list[CheckResult]
+
+
+def acquire_shard(
+    storage: Storage,
+    snapshot: str,
+    shard: int,
+    num_shards: int,
+    settings: ShardSettings,
+    source_settings: SourceSettings,
+    log: Log = _quiet,
+) -> ShardAcquisition:
+    if not storage.exists(layout.balanced_key(snapshot)):
+        raise FileNotFoundError(
+            f"{storage.uri(layout.balanced_key(snapshot))} is missing: materialize balanced_subset for {snapshot} first"
+        )
+    rows = rows_for_shard(storage.read_parquet(layout.balanced_key(snapshot)), shard, num_shards)
+    out_dir = storage.local_path(layout.shards_dir(snapshot))  # tar writing and renames need a local filesystem
+    source, described = source_settings.open(storage, snapshot)
+    label = f"{snapshot} shard {shard:03d}/{num_shards}"
+    log(f"{label}: {len(rows):,} curated rows, {rows['url'].n_unique():,} images, source {described}")
+    result = acquire(
+        rows,
+        source,
+        out_dir,
+        snapshot=snapshot,
+        shard=shard,
+        **asdict(settings),
+        workers=source_settings.worker_count(),
+        progress=progress_logger(log, label, len(rows)),
+        progress_every_s=PROGRESS_EVERY_S,
+    )
+    summary = {
+        **result.as_metadata(),
+        "snapshot": snapshot,
+        "shard": shard,
+        "num_shards": num_shards,
+        "source": described,
+        "config": asdict(settings),
+        "out_dir": str(out_dir),
+        "tars": [p.name for p in result.shards],
+        "tar_bytes": sum(p.stat().st_size for p in result.shards if p.exists()),
+        "index": result.index_path.name,
+        "failures": result.failures_path.name,
+    }
+    storage.write_json(layout.acquisition_stats_key(snapshot, shard, num_shards), summary, indent=2)
+    log(
+        f"{label}: {summary['ok']:,}/{summary['rows']:,} ok ({summary['success_rate']:.1%}), "
+        f"reasons {summary['reasons']}, {len(result.shards)} tars "
+        f"({result.shards_written} written, {result.shards_skipped} skipped)"
+    )
+    return ShardAcquisition(
+        result,
+        summary,
+        described,
+        out_dir,
+        [checks.shards_readable(storage, snapshot, shard), checks.nothing_lost(storage, rows, snapshot, shard)],
+    )
