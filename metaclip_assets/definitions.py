@@ -17,11 +17,12 @@ from metaclip_assets.defs.automation import (
     with_automation,
 )
 from metaclip_assets.defs.eval_assets import eval_metrics
+from metaclip_assets.defs.launcher import TrainingLauncher
 from metaclip_assets.defs.metadata_asset import metadata_entries
 from metaclip_assets.defs.pool_assets import crawl_pool, matched_pool
 from metaclip_assets.defs.resources import CurationStorage
 from metaclip_assets.defs.snapshot_assets import balanced_subset, data_card, entry_counts
-from metaclip_assets.defs.training_assets import TrainingLauncher, clip_checkpoint
+from metaclip_assets.defs.training_assets import clip_checkpoint
 
 curation_assets = [metadata_entries, crawl_pool, matched_pool, entry_counts, balanced_subset, data_card]
 acquisition_assets = [webdataset_shards, acquisition_report]

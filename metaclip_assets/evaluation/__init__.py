@@ -2,6 +2,6 @@
 TiC-CLIP's per-time-period matrix, logged to MLflow. Plain Python (no Dagster); `python -m
 metaclip_assets.evaluation` is the entry point the `eval_metrics` asset launches through Dagster Pipes."""
 
-from metaclip_assets.evaluation.runner import EvalConfig
+from metaclip_assets.evaluation.config import EvalConfig
 
 __all__ = ["EvalConfig"]

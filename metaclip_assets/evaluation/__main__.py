@@ -8,19 +8,16 @@ Launched by hand it runs standalone and prints the report and the result as JSON
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
-from metaclip_assets.evaluation.runner import EvalConfig
+from metaclip_assets.evaluation.config import EvalConfig
 from metaclip_assets.training import pipes_entry
 
+# The eval_metrics asset declares its checks under these names.
 CHECK_FINITE = "metrics_finite_and_in_range"
 CHECK_REGRESSION = "no_regression"
-
-
-def build_config(args: argparse.Namespace, extra: dict | None = None, partition_key: str | None = None) -> EvalConfig:
-    return EvalConfig.from_dict(pipes_entry.config_data(args, extra, partition_key))
+REGRESSION_SEVERITY = "WARN"  # of a failed no_regression, unless the asset sends "regression_severity"
 
 
 def _f(x: float) -> dict:
@@ -95,20 +92,11 @@ def main(argv: list[str] | None = None) -> int:
         pipes.report_asset_check(
             CHECK_REGRESSION,
             passed=result["regression"]["passed"],
-            severity=pipes.extras.get("regression_severity", "WARN"),
+            severity=pipes.extras.get("regression_severity", REGRESSION_SEVERITY),
             metadata=check_metadata(result["regression"]),
         )
 
-    return pipes_entry.run(
-        argv,
-        prog="python -m metaclip_assets.evaluation",
-        description=__doc__,
-        config_name="EvalConfig",
-        extra_key="eval_config",
-        build_config=build_config,
-        standalone=standalone,
-        with_pipes=with_pipes,
-    )
+    return pipes_entry.run(argv, __package__, __doc__, EvalConfig, "eval_config", standalone, with_pipes)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+ZEROSHOT_FORMAT = "folder"  # a set's format when its spec names none ('wds' is the other)
+RETRIEVAL_FORMAT = "jsonl"  # ('coco' is the other)
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".JPEG")
 WDS_IMAGE_KEYS = "jpg;jpeg;png;webp"
 OPENAI_IMAGENET = "openai_imagenet"
@@ -142,7 +145,7 @@ def shard_list(spec: str | list[str]) -> list[str]:
 def zero_shot_set(
     name: str,
     path: str,
-    fmt: str = "folder",
+    fmt: str = ZEROSHOT_FORMAT,
     classnames: str | None = None,
     classnames_key: str | None = None,
     templates: str | None = None,
@@ -183,7 +186,7 @@ class RetrievalSet:
 
 
 def retrieval_set(
-    name: str, path: str, fmt: str = "jsonl", image_dir: str | None = None, max_images: int | None = None
+    name: str, path: str, fmt: str = RETRIEVAL_FORMAT, image_dir: str | None = None, max_images: int | None = None
 ) -> RetrievalSet:
     path_ = Path(path)
     images: list[str] = []

@@ -8,67 +8,20 @@ one new column, not a full re-evaluation of every model.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from metaclip_assets.evaluation import datasets, metrics, model_eval, timeperiod
+from metaclip_assets.evaluation.config import EvalConfig
+from metaclip_assets.training.tracking import sqlite_store_uri
 
 CACHE_VERSION = 1  # bump when metric code changes what a cached number means
-
-
-@dataclass
-class EvalConfig:
-    checkpoint: str
-    snapshot: str = "snapshot"
-    output_dir: str | None = None  # metrics.json, matrix.json, matrix.png, eval_config.json
-    cache_dir: str | None = None  # None: <output_dir>/../cache
-    # Zero-shot sets: {name, path, format: folder|wds, classnames, classnames_key, templates, templates_key,
-    # max_per_class, optional}; an `optional` set whose path is missing is skipped (a snapshot without a split).
-    zeroshot: list[dict] = field(default_factory=list)
-    # Retrieval sets: {name, path, format: jsonl|coco, image_dir, max_images}.
-    retrieval: list[dict] = field(default_factory=list)
-    # TiC-CLIP: snapshot -> checkpoint and snapshot -> held-out image folder, snapshots up to `snapshot`.
-    # Missing files are left out (a snapshot not trained yet); both feed the matrix and `no_regression`.
-    checkpoints: dict[str, str] = field(default_factory=dict)
-    eval_sets: dict[str, str] = field(default_factory=dict)
-    time_matrix: bool = True
-    matrix_metric: str = "top1"
-    regression_dataset: str | None = "heldout"  # None: no comparison (the check then says so)
-    regression_metric: str = "top1"
-    regression_margin: float = 0.05  # largest allowed drop (absolute, e.g. 0.05 = 5 points)
-    batch_size: int = 64
-    workers: int = 0
-    device: str = "cpu"  # CPU by default; "auto" or "cuda" on a GPU node
-    threads: int | None = None
-    # MLflow: None -> $MLFLOW_TRACKING_URI, else sqlite under data_root, else the store the training used;
-    # "none" disables. The metrics go into the training run (given, or found by its checkpoint_path tag) unless
-    # separate_run; else into an eval run tagged with (and nested under) the training run.
-    tracking_uri: str | None = None
-    data_root: str | None = None
-    experiment: str | None = None
-    training_run_id: str | None = None
-    separate_run: bool = False
-    mlflow_ui_url: str | None = None
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> EvalConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:  # a typo must not silently fall back to a default
-            raise ValueError(f"unknown evaluation config keys: {sorted(unknown)}")
-        return cls(**data)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 def _ckpt_id(path: str) -> list:
@@ -134,13 +87,17 @@ class Evaluator:
                 log(f"skipping zero-shot set {spec['name']}: {spec['path']} does not exist")
                 continue
             zs_sets.append(
-                datasets.zero_shot_set(spec.pop("name"), spec.pop("path"), spec.pop("format", "folder"), **spec)
+                datasets.zero_shot_set(
+                    spec.pop("name"), spec.pop("path"), spec.pop("format", datasets.ZEROSHOT_FORMAT), **spec
+                )
             )
         rt_sets = []
         for spec in cfg.retrieval:
             spec = dict(spec)
             rt_sets.append(
-                datasets.retrieval_set(spec.pop("name"), spec.pop("path"), spec.pop("format", "jsonl"), **spec)
+                datasets.retrieval_set(
+                    spec.pop("name"), spec.pop("path"), spec.pop("format", datasets.RETRIEVAL_FORMAT), **spec
+                )
             )
         earlier = {s: p for s, p in cfg.checkpoints.items() if s < cfg.snapshot and os.path.isfile(p)}
         previous = max(earlier) if earlier else None
@@ -352,7 +309,7 @@ def resolve_tracking_uri(cfg: EvalConfig, train_cfg: dict | None) -> str | None:
     if uri:
         return uri
     if cfg.data_root:
-        return f"sqlite:///{os.path.abspath(cfg.data_root)}/mlflow/mlflow.db"
+        return sqlite_store_uri(cfg.data_root)
     if train_cfg:  # the store the training of this checkpoint logged to
         from metaclip_assets.training.config import TrainConfig
 

@@ -7,16 +7,13 @@ from the Pipes extra `train_config`, streams progress to the run log and reports
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
 from metaclip_assets.training import pipes_entry
 from metaclip_assets.training.config import TrainConfig
 
-
-def build_config(args: argparse.Namespace, extra: dict | None = None, partition_key: str | None = None) -> TrainConfig:
-    return TrainConfig.from_dict(pipes_entry.config_data(args, extra, partition_key))
+CHECK_LOSS_FINITE = "loss_finite"  # the clip_checkpoint asset declares its check under this name
 
 
 def materialization_metadata(result: dict) -> dict:
@@ -57,11 +54,11 @@ def main(argv: list[str] | None = None) -> int:
         try:
             result = Trainer(cfg, log=pipes.log.info).run()
         except FloatingPointError as exc:  # report the failed check before the step fails
-            pipes.report_asset_check("loss_finite", passed=False, metadata={"error": str(exc)})
+            pipes.report_asset_check(CHECK_LOSS_FINITE, passed=False, metadata={"error": str(exc)})
             raise
         pipes.report_asset_materialization(metadata=materialization_metadata(result))
         pipes.report_asset_check(
-            "loss_finite",
+            CHECK_LOSS_FINITE,
             passed=result["loss_finite"],
             metadata={
                 "final_loss": {"raw_value": result["final_loss"], "type": "float"},
@@ -69,16 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             },
         )
 
-    return pipes_entry.run(
-        argv,
-        prog="python -m metaclip_assets.training",
-        description=__doc__,
-        config_name="TrainConfig",
-        extra_key="train_config",
-        build_config=build_config,
-        standalone=standalone,
-        with_pipes=with_pipes,
-    )
+    return pipes_entry.run(argv, __package__, __doc__, TrainConfig, "train_config", standalone, with_pipes)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import torch
 
-LATEST = "checkpoints/latest.pt"
-FINAL = "final.pt"
+from metaclip_assets.training.config import FINAL, LATEST
+
+__all__ = ["FINAL", "LATEST", "load", "rng_state", "save_atomic", "set_rng_state"]
 
 
 def save_atomic(obj: dict, path: str | os.PathLike) -> Path:

@@ -15,11 +15,16 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from metaclip_assets.training.tracking import sqlite_store_uri
+
 STRATEGIES = ("cumulative", "restricted", "sequential", "from_scratch")
 PRECISIONS = ("auto", "amp", "amp_bf16", "fp32")
 # Model names whose recipe lr is 4e-4 (MetaCLIP: L/14, H/14, bigG/14); everything else gets 5e-4.
 LARGE_MODEL_MARKERS = ("-L-", "-H-", "-bigG-", "-g-")
 OPENAI_WARMUP_STEPS = 2000
+# Files in output_dir; here, not in checkpoint.py, so that the asset finds them without importing torch.
+FINAL = "final.pt"  # what the next snapshot warm-starts from and what evaluation loads
+LATEST = "checkpoints/latest.pt"  # the periodic, resumable state
 
 # Fields that do not change what is trained: a checkpoint written under other values of these can be resumed.
 OPERATIONAL_FIELDS = frozenset(
@@ -76,7 +81,7 @@ class TrainConfig:
     log_every: int = 10
     progress_every_s: float = 30.0
     experiment: str = "metaclip"
-    # None: $MLFLOW_TRACKING_URI, else sqlite:///{data_root}/mlflow/mlflow.db; "none" disables tracking.
+    # None: $MLFLOW_TRACKING_URI, else tracking.sqlite_store_uri(data_root); "none" disables tracking.
     tracking_uri: str | None = None
     data_root: str | None = None
     mlflow_ui_url: str | None = None  # where the MLflow UI of a sqlite store is served (for run links)
@@ -126,8 +131,7 @@ class TrainConfig:
             return None
         if uri:
             return uri
-        root = self.data_root or os.path.dirname(os.path.abspath(self.output_dir))
-        return f"sqlite:///{os.path.abspath(root)}/mlflow/mlflow.db"
+        return sqlite_store_uri(self.data_root or os.path.dirname(os.path.abspath(self.output_dir)))
 
     # ---- (de)serialisation --------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -42,32 +42,37 @@ def config_data(args: argparse.Namespace, extra: dict | None = None, partition_k
     return data
 
 
+def config_from_args(
+    config_cls: type[C], args: argparse.Namespace, extra: dict | None = None, partition_key: str | None = None
+) -> C:
+    """`config_cls.from_dict` of `config_data`: an unknown key is an error, not a silent default."""
+    return config_cls.from_dict(config_data(args, extra, partition_key))
+
+
 def run(
     argv: list[str] | None,
-    *,
-    prog: str,
+    package: str,
     description: str | None,
-    config_name: str,
+    config_cls: type[C],
     extra_key: str,
-    build_config: Callable[..., C],
     standalone: Callable[[C], int],
     with_pipes: Callable[[PipesContext, C], Any],
 ) -> int:
-    """Parse the command line, then run `with_pipes` inside the Pipes session or `standalone` without one.
+    """`python -m <package>`: parse the command line into a `config_cls`, then run `with_pipes` inside the Pipes
+    session (config from the extra `extra_key`) or `standalone` without one.
 
-    `build_config(args, extra=None, partition_key=None)` turns the arguments into the config; under Pipes it runs
-    inside the session, so a bad config is reported to the run too. The exit code is 0 under Pipes (a failure
-    raises), `standalone`'s otherwise.
+    Under Pipes the config is built inside the session, so a bad config is reported to the run too. The exit code
+    is 0 under Pipes (a failure raises), `standalone`'s otherwise.
     """
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("--config", help=f"JSON file, or inline JSON, with {config_name} fields")
+    parser = argparse.ArgumentParser(prog=f"python -m {package}", description=description)
+    parser.add_argument("--config", help=f"JSON file, or inline JSON, with {config_cls.__name__} fields")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one field (JSON value)")
     args = parser.parse_args(argv)
 
     if not PipesEnvVarParamsLoader().is_dagster_pipes_process():
-        return standalone(build_config(args))
+        return standalone(config_from_args(config_cls, args))
 
     with open_dagster_pipes() as pipes:
-        cfg = build_config(args, pipes.extras.get(extra_key), pipes.partition_key if pipes.is_partition_step else None)
-        with_pipes(pipes, cfg)
+        partition_key = pipes.partition_key if pipes.is_partition_step else None
+        with_pipes(pipes, config_from_args(config_cls, args, pipes.extras.get(extra_key), partition_key))
     return 0

@@ -11,8 +11,15 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
+from metaclip_assets import layout
+
 RUN_FILE = "mlflow_run.json"
 MAX_PARAM_CHARS = 500  # long values (shard lists) are cut here; the full config is an artifact
+
+
+def sqlite_store_uri(data_root: str) -> str:
+    """The default MLflow store of a data root, for training and evaluation alike."""
+    return f"sqlite:///{os.path.abspath(data_root)}/{layout.MLFLOW_DB}"
 
 
 def sqlite_artifact_root(uri: str) -> str | None:

@@ -8,6 +8,7 @@ One module fixture generates two sample snapshots' eval splits and trains snapsh
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import os
@@ -20,21 +21,20 @@ import pytest
 import torch
 import webdataset as wds
 
-from metaclip_assets.defs.eval_assets import (
-    EvalMetricsConfig,
-    build_eval_config,
-    eval_metrics,
-    training_run_of,
-)
-from metaclip_assets.defs.resources import CurationStorage
-from metaclip_assets.defs.training_assets import ClipTrainingConfig, TrainingLauncher, build_train_config
+from metaclip_assets.defs.eval_assets import EvalMetricsConfig, eval_metrics, training_run_of
+from metaclip_assets.defs.launcher import TrainingLauncher
+from metaclip_assets.defs.training_assets import ClipTrainingConfig
 from metaclip_assets.evaluation import __main__ as entry
 from metaclip_assets.evaluation import model_eval
+from metaclip_assets.evaluation.plan import eval_config_for
 from metaclip_assets.evaluation.runner import EvalConfig, Evaluator
-from metaclip_assets.sample.snapshot import CLASSES, draw_image, make_sample_snapshot
+from metaclip_assets.sample import CLASSES, draw_image, make_sample_snapshot
 from metaclip_assets.training import checkpoint, models
 from metaclip_assets.training.config import TrainConfig
 from metaclip_assets.training.loop import Trainer
+from metaclip_assets.training.pipes_entry import config_from_args
+from metaclip_assets.training.plan import train_config_for
+from metaclip_assets_tests.conftest import materialize, snapshot_instance, storage_resources
 
 torch.set_num_threads(1)
 S1, S2, S3 = "SAMPLE-2024-10", "SAMPLE-2024-18", "SAMPLE-2024-22"
@@ -69,8 +69,8 @@ def trained(tmp_path_factory) -> dict:
         class_shards(root / "shards" / s, 320, seed)
     runs = {}
     for s, steps in ((S1, 48), (S2, 6)):
-        cfg = build_train_config(
-            ClipTrainingConfig(batch_size=32, samples_budget=32 * steps, lr=1e-3, threads=1, log_every=10),
+        cfg = train_config_for(
+            ClipTrainingConfig(batch_size=32, samples_budget=32 * steps, lr=1e-3, threads=1, log_every=10).model_dump(),
             s,
             [S1, S2],
             str(root),
@@ -281,15 +281,15 @@ def test_standalone_entry_point(trained, capsys):
     out = capsys.readouterr().out
     assert "| heldout | 200 | 10 |" in out and '"mlflow_logged_to": "none"' in out
     with pytest.raises(ValueError, match="unknown evaluation config keys"):
-        entry.build_config(entry.argparse.Namespace(config=json.dumps({**cfg, "tempaltes": 1}), set=None))
+        config_from_args(EvalConfig, argparse.Namespace(config=json.dumps({**cfg, "tempaltes": 1}), set=None))
 
 
 # ---- the asset, through Dagster Pipes -----------------------------------------------------------------------------
 def test_eval_config_paths_follow_the_training_asset():
-    cfg = build_eval_config(
+    cfg = eval_config_for(
         EvalMetricsConfig(
             zeroshot=[{"name": "inet", "path": "{data_root}/imagenet/val", "classnames": "openai_imagenet"}]
-        ),
+        ).model_dump(),
         S2,
         [S3, S2, S1],
         "/data/",
@@ -328,16 +328,12 @@ def test_eval_config_paths_follow_the_training_asset():
 def test_eval_metrics_asset_through_pipes(trained):
     root = trained["root"]
     env = {"OMP_NUM_THREADS": "1", "MLFLOW_TRACKING_URI": trained["uri"]}
-    with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions("cc_snapshot", [S1, S2])
-        result = dg.materialize(
+    with snapshot_instance(S1, S2) as instance:
+        result = materialize(
             [eval_metrics],
             partition_key=S2,
             instance=instance,
-            resources={
-                "training_launcher": TrainingLauncher(env=env),
-                "curation_storage": CurationStorage(data_root=str(root)),
-            },
+            resources=storage_resources(root, training_launcher=TrainingLauncher(env=env)),
             run_config={
                 "ops": {
                     "eval_metrics": {

@@ -17,19 +17,15 @@ import time
 import urllib.request
 from pathlib import Path
 
-import dagster as dg
 import pytest
 
-from metaclip_assets.defs.resources import CurationStorage
-from metaclip_assets.defs.training_assets import (
-    ClipTrainingConfig,
-    TrainingLauncher,
-    build_train_config,
-    clip_checkpoint,
-)
+from metaclip_assets.defs.launcher import TrainingLauncher
+from metaclip_assets.defs.training_assets import ClipTrainingConfig, clip_checkpoint
 from metaclip_assets.training import checkpoint
 from metaclip_assets.training.config import TrainConfig
+from metaclip_assets.training.plan import train_config_for
 from metaclip_assets.training.toy_data import make_toy_shards
+from metaclip_assets_tests.conftest import materialize, snapshot_instance, storage_resources
 
 REPO = Path(__file__).resolve().parents[2]
 CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -110,8 +106,8 @@ def data_root(tmp_path_factory) -> Path:
 
 
 def test_asset_config_orders_snapshots_and_warm_starts_from_previous():
-    cfg = build_train_config(
-        ClipTrainingConfig(),
+    cfg = train_config_for(
+        ClipTrainingConfig().model_dump(),
         "CC-MAIN-2024-18",
         ["CC-MAIN-2024-22", "CC-MAIN-2024-18", "CC-MAIN-2023-50", "CC-MAIN-2024-10"],
         "/data",
@@ -124,8 +120,8 @@ def test_asset_config_orders_snapshots_and_warm_starts_from_previous():
         and cfg["data_card_paths"][0] == "/data/datacard/CC-MAIN-2024-18/datacard.json"
     )
     assert (
-        build_train_config(
-            ClipTrainingConfig(strategy="from_scratch"),
+        train_config_for(
+            ClipTrainingConfig(strategy="from_scratch").model_dump(),
             "CC-MAIN-2024-18",
             ["CC-MAIN-2024-10", "CC-MAIN-2024-18"],
             "/data",
@@ -133,7 +129,9 @@ def test_asset_config_orders_snapshots_and_warm_starts_from_previous():
         is None
     )
     assert (
-        build_train_config(ClipTrainingConfig(), "CC-MAIN-2024-10", ["CC-MAIN-2024-10"], "/d")["warm_start_from"]
+        train_config_for(ClipTrainingConfig().model_dump(), "CC-MAIN-2024-10", ["CC-MAIN-2024-10"], "/d")[
+            "warm_start_from"
+        ]
         is None
     )
     TrainConfig.from_dict(cfg)  # every key the asset sends is a training config field
@@ -153,7 +151,9 @@ def test_killed_training_resumes_when_asset_is_rematerialized(mlflow_server, dat
         "experiment": "metaclip-test",
     }
     # Exactly what the asset will send, launched by hand first (without MLflow; that is not part of the identity).
-    train_config = build_train_config(ClipTrainingConfig(**asset_config), snapshot, [snapshot], str(data_root))
+    train_config = train_config_for(
+        ClipTrainingConfig(**asset_config).model_dump(), snapshot, [snapshot], str(data_root)
+    )
     cfg_file = tmp_path / "cfg.json"
     cfg_file.write_text(json.dumps(train_config))
     out = Path(train_config["output_dir"])
@@ -179,18 +179,13 @@ def test_killed_training_resumes_when_asset_is_rematerialized(mlflow_server, dat
     assert not (out / checkpoint.FINAL).exists()
 
     mlflow_server.wait_ready()
-    with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions("cc_snapshot", [snapshot])
-        result = dg.materialize(
+    launcher = TrainingLauncher(env={"MLFLOW_TRACKING_URI": mlflow_server.url, "OMP_NUM_THREADS": "1"})
+    with snapshot_instance(snapshot) as instance:
+        result = materialize(
             [clip_checkpoint],
             partition_key=snapshot,
             instance=instance,
-            resources={
-                "training_launcher": TrainingLauncher(
-                    env={"MLFLOW_TRACKING_URI": mlflow_server.url, "OMP_NUM_THREADS": "1"}
-                ),
-                "curation_storage": CurationStorage(data_root=str(data_root)),
-            },
+            resources=storage_resources(data_root, training_launcher=launcher),
             run_config={"ops": {"clip_checkpoint": {"config": asset_config}}},
         )
     assert result.success
