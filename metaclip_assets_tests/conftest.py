@@ -1,7 +1,10 @@
-"""Shared fixtures: locating ../shared (present on the team's machines, absent on a fresh clone)."""
+"""Shared fixtures and helpers: locating ../shared (present on the team's machines, absent on a fresh clone), and the
+one way the asset tests materialize (`from metaclip_assets_tests.conftest import materialize`)."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 from pathlib import Path
 
 import pytest
@@ -28,3 +31,96 @@ def realdata() -> Path:
 @pytest.fixture(scope="session")
 def shared_metaclip() -> Path:
     return _shared_dir("metaclip")
+
+
+# --- Dagster helpers shared by the asset tests. Dagster is imported inside them, so the plain-module tests (which
+# load this file too) do not pay for it.
+
+# The metadata settings scripts/run-sample.sh uses: Wikipedia's sample entries as well as WordNet's.
+SAMPLE_METADATA_CONFIG = json.loads((REPO_ROOT / "scripts" / "sample-metadata-config.json").read_text())
+# metadata_entries from WordNet alone: the fast path for tests that do not look at Wikipedia's entries.
+WORDNET_ONLY = {"ops": {"metadata_entries": {"config": {"wiki_dump_globs": [], "pageview_globs": []}}}}
+
+
+def materialize(
+    assets,
+    selection=None,
+    partition_key=None,
+    run_config=None,
+    *,
+    instance,
+    resources=None,
+    tags=None,
+    raise_on_error=True,
+):
+    """`dg.materialize` as every asset test calls it: `selection` is a list of asset names (None: all of `assets`),
+    `partition_key` a key or a {dimension: key} dict for the multi-partitioned assets. With `raise_on_error` a
+    failed step raises, so the run it returns succeeded."""
+    import dagster as dg
+
+    if isinstance(partition_key, dict):
+        partition_key = dg.MultiPartitionKey(partition_key)
+    result = dg.materialize(
+        assets,
+        selection=selection,
+        partition_key=partition_key,
+        instance=instance,
+        resources=resources,
+        run_config=run_config or {},
+        tags=tags,
+        raise_on_error=raise_on_error,
+    )
+    assert result.success or not raise_on_error
+    return result
+
+
+def shard_keys(snapshot: str) -> dict:
+    """{shard: partition key of that shard of the snapshot} for the per-shard assets, in shard order."""
+    from metaclip_assets.defs.partitions import shard_partitions
+
+    return {shard: {"snapshot": snapshot, "shard": shard} for shard in shard_partitions.get_partition_keys()}
+
+
+def materialize_shards(assets, selection, snapshot: str, run_config=None, **kwargs) -> dict:
+    """One run per shard of the snapshot, as the per-shard automation launches them: {shard: result}."""
+    return {
+        shard: materialize(assets, selection, key, run_config, **kwargs) for shard, key in shard_keys(snapshot).items()
+    }
+
+
+def curate(
+    assets, snapshot: str, *, instance, resources, metadata_config, snapshot_selection=None, snapshot_config=None
+) -> dict:
+    """The sample's curation, step by step: metadata_entries, crawl_pool + matched_pool per shard, then (if
+    `snapshot_selection` is given) the snapshot-level assets. Returns {"metadata", "shards", "snapshot"} results."""
+    kwargs = {"instance": instance, "resources": resources}
+    results = {"metadata": materialize(assets, ["metadata_entries"], run_config=metadata_config, **kwargs)}
+    results["shards"] = materialize_shards(assets, ["crawl_pool", "matched_pool"], snapshot, **kwargs)
+    if snapshot_selection:
+        results["snapshot"] = materialize(assets, snapshot_selection, snapshot, snapshot_config, **kwargs)
+    return results
+
+
+@contextlib.contextmanager
+def snapshot_instance(*snapshots: str):
+    """A temporary Dagster instance with the snapshots registered as partitions (what the discovery sensor does)."""
+    import dagster as dg
+
+    from metaclip_assets.defs.partitions import SNAPSHOT_PARTITIONS_NAME
+
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(SNAPSHOT_PARTITIONS_NAME, list(snapshots))
+        yield instance
+
+
+def storage_resources(root, **more) -> dict:
+    """The resources of an asset test: storage under `root`, plus any others by key."""
+    from metaclip_assets.defs.resources import CurationStorage
+
+    return {"curation_storage": CurationStorage(data_root=str(root)), **more}
+
+
+def asset_metadata(result, asset: str) -> dict:
+    """The metadata values of the one materialization of `asset` in the run."""
+    (materialization,) = result.asset_materializations_for_node(asset)
+    return {k: v.value for k, v in materialization.metadata.items()}

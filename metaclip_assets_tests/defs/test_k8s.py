@@ -5,6 +5,7 @@ PipesK8sClient.run() against a fake CoreV1Api that runs the pod's command locall
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import os
 import subprocess
@@ -15,7 +16,6 @@ from pathlib import Path
 from types import SimpleNamespace
 from unittest import mock
 
-import dagster as dg
 import kubernetes
 import kubernetes_validate
 import pytest
@@ -24,9 +24,10 @@ from dagster_k8s import PipesK8sClient
 from dagster_k8s.client import DagsterKubernetesClient
 from dagster_k8s.pipes import build_pod_body
 
-from metaclip_assets.defs.resources import CurationStorage
-from metaclip_assets.defs.training_assets import TRAIN_MODULE, TrainingLauncher, clip_checkpoint
+from metaclip_assets.defs.launcher import TRAIN_MODULE, TrainingLauncher
+from metaclip_assets.defs.training_assets import clip_checkpoint
 from metaclip_assets.training.toy_data import make_toy_shards
+from metaclip_assets_tests.conftest import materialize, snapshot_instance, storage_resources
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "k8s"
@@ -303,15 +304,30 @@ def test_training_image_installs_only_what_training_imports():
     for heavy in ("dagster==", "polars", "mlflow==", "pip install ."):
         assert heavy not in text
     assert "USER 1000" in text and "COPY metaclip_assets/training" in text
-    # what the image copies is enough: the training package imports nothing else from the project
-    imports = subprocess.run(
-        ["grep", "-rhoE", r"^(from|import) metaclip_assets[.a-z_]*", str(REPO / "metaclip_assets" / "training")],
-        capture_output=True,
-        text=True,
-    ).stdout
-    assert {line.split()[1] for line in imports.splitlines()} <= {"metaclip_assets.training"} | {
-        f"metaclip_assets.training.{m}" for m in ("config", "loop", "checkpoint", "data", "models", "tracking")
-    }
+    assert "metaclip_assets/settings.py metaclip_assets/layout.py" in text
+    # what the image copies is enough: the training package imports nothing else from the project but these two,
+    # which import nothing but the standard library and each other
+    copied = {"metaclip_assets.settings", "metaclip_assets.layout"}
+    imported = set()
+    sources = [
+        *(REPO / "metaclip_assets" / "training").rglob("*.py"),
+        *(REPO / f"{m.replace('.', '/')}.py" for m in copied),
+    ]
+    for path in sources:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("metaclip_assets"):
+                imported |= (
+                    {node.module}
+                    if node.module != "metaclip_assets"
+                    else {f"metaclip_assets.{a.name}" for a in node.names}
+                )
+            elif isinstance(node, ast.Import):
+                imported |= {a.name for a in node.names if a.name.startswith("metaclip_assets")}
+    assert imported, "the scan found no import at all: it is broken"
+    outside = {m for m in imported if not m.startswith("metaclip_assets.training")} - copied
+    assert not outside, (
+        f"the training image copies only training/, settings.py and layout.py, but they import {outside}"
+    )
 
 
 # ---- PipesK8sClient.run() end to end, against a fake cluster --------------------------------------------------
@@ -382,14 +398,13 @@ def test_pipes_k8s_client_run_reports_metadata_and_check(tmp_path):
     with (
         mock.patch.object(DagsterKubernetesClient, "production_client", return_value=client),
         mock.patch.object(PipesK8sClient, "_load_k8s_config", lambda self: None),
-        dg.instance_for_test() as instance,
+        snapshot_instance("CC-MAIN-2024-10") as instance,
     ):
-        instance.add_dynamic_partitions("cc_snapshot", ["CC-MAIN-2024-10"])
-        result = dg.materialize(
+        result = materialize(
             [clip_checkpoint],
             partition_key="CC-MAIN-2024-10",
             instance=instance,
-            resources={"training_launcher": launcher, "curation_storage": CurationStorage(data_root=str(tmp_path))},
+            resources=storage_resources(tmp_path, training_launcher=launcher),
             run_config={"ops": {"clip_checkpoint": {"config": {"batch_size": 8, "samples_budget": 16, "threads": 1}}}},
         )
     assert result.success
@@ -405,7 +420,7 @@ def test_pipes_k8s_client_run_reports_metadata_and_check(tmp_path):
 
 
 def test_user_code_image_compiles_the_extension_in_a_build_stage():
-    """pyproject declares a C extension (curation/_native.c): the slim image has no compiler, so a build stage
+    """pyproject declares a C extension (metaclip_assets/_native/*.c): the slim image has no compiler, so a build stage
     with gcc makes the wheel and the runtime stage installs that wheel, not the source tree."""
     text = "\n".join(
         line for line in (K8S / "Dockerfile.user-code").read_text().splitlines() if not line.lstrip().startswith("#")
@@ -415,6 +430,6 @@ def test_user_code_image_compiles_the_extension_in_a_build_stage():
     assert "COPY --from=build /wheels /wheels" in runtime and "pip install --no-cache-dir /wheels/*.whl" in runtime
     assert "gcc" not in runtime and "COPY metaclip_assets" not in runtime
     ext = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["ext-modules"]
-    assert [(e["name"], e["sources"]) for e in ext] == [
-        ("metaclip_assets._native._kernels", ["metaclip_assets/_native/kernels.c"])
-    ]
+    native = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "metaclip_assets" / "_native").glob("*.c"))
+    assert len(native) > 1 and "metaclip_assets/_native/module.c" in native  # one C file per kernel + module.c
+    assert [(e["name"], sorted(e["sources"])) for e in ext] == [("metaclip_assets._native._kernels", native)]

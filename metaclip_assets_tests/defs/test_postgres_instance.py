@@ -7,7 +7,6 @@ they are missing. As root, the server runs as the `postgres` (or `nobody`) user:
 from __future__ import annotations
 
 import glob
-import json
 import os
 import pwd
 import shutil
@@ -24,13 +23,12 @@ import pytest
 from metaclip_assets import layout
 from metaclip_assets.definitions import curation_assets
 from metaclip_assets.defs.partitions import NUM_SHARDS, SNAPSHOT_PARTITIONS_NAME
-from metaclip_assets.defs.resources import CurationStorage
 from metaclip_assets.sample.snapshot import make_sample_snapshot
 from metaclip_assets.storage import Storage
+from metaclip_assets_tests.conftest import SAMPLE_METADATA_CONFIG, materialize, storage_resources
 
 REPO = Path(__file__).resolve().parents[2]
 SNAPSHOT = "SAMPLE-2024-10"
-SAMPLE_METADATA_CONFIG = json.loads((REPO / "scripts" / "sample-metadata-config.json").read_text())
 PASSWORD = "metaclip-test-pw"
 pytestmark = pytest.mark.slow
 
@@ -167,7 +165,7 @@ def test_sample_materialized_against_postgres_and_read_back(postgres, tmp_path, 
     shutil.copyfile(REPO / "deploy" / "dagster.yaml", home / "dagster.yaml")
     data = tmp_path / "data"
     make_sample_snapshot(data, SNAPSHOT, seed=0)
-    resources = {"curation_storage": CurationStorage(data_root=str(data))}
+    resources = storage_resources(data)
     shard_key = dg.MultiPartitionKey({"snapshot": SNAPSHOT, "shard": "000"})
 
     instance = _instance(home)
@@ -185,15 +183,7 @@ def test_sample_materialized_against_postgres_and_read_back(postgres, tmp_path, 
             (["metadata_entries"], None, SAMPLE_METADATA_CONFIG),
             (["crawl_pool", "matched_pool"], shard_key, {}),
         ]:
-            result = dg.materialize(
-                curation_assets,
-                selection=selection,
-                partition_key=key,
-                instance=instance,
-                resources=resources,
-                run_config=config,
-            )
-            assert result.success
+            materialize(curation_assets, selection, key, config, instance=instance, resources=resources)
         run_ids = {r.run_id for r in instance.get_runs()}
     finally:
         instance.dispose()

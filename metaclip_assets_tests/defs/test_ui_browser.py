@@ -7,7 +7,6 @@ where chromium (`apt-get install -y chromium`) or playwright (`pip install playw
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -26,9 +25,16 @@ import pytest
 from metaclip_assets.definitions import pipeline_assets
 from metaclip_assets.defs.acquisition_assets import ImageSourceResource
 from metaclip_assets.defs.partitions import NUM_SHARDS, SNAPSHOT_PARTITIONS_NAME, shard_partitions
-from metaclip_assets.defs.resources import CurationStorage
 from metaclip_assets.defs.training_assets import TrainingLauncher
 from metaclip_assets.sample.snapshot import make_sample_snapshot
+from metaclip_assets_tests.conftest import (
+    SAMPLE_METADATA_CONFIG,
+    asset_metadata,
+    curate,
+    materialize,
+    materialize_shards,
+    storage_resources,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -118,70 +124,27 @@ def _materialize_sample(home: Path, data: Path, mlflow: Server) -> dict:
     materialization metadata."""
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     make_sample_snapshot(data, SNAPSHOT, seed=0)
-    resources = {
-        "curation_storage": CurationStorage(data_root=str(data)),
-        "image_source": ImageSourceResource(kind="warc"),
-        "training_launcher": TrainingLauncher(
-            mode="local", env={"MLFLOW_TRACKING_URI": mlflow.url, "OMP_NUM_THREADS": "1"}
-        ),
-    }
-    metadata_config = json.loads((REPO / "scripts" / "sample-metadata-config.json").read_text())
-    shard_keys = [
-        dg.MultiPartitionKey({"snapshot": SNAPSHOT, "shard": s}) for s in shard_partitions.get_partition_keys()
-    ]
-    steps = [(["metadata_entries"], None, metadata_config)]
-    steps += [(["crawl_pool", "matched_pool"], key, {}) for key in shard_keys]
-    steps += [
-        (
-            ["entry_counts", "balanced_subset", "data_card"],
-            SNAPSHOT,
-            {"ops": {"balanced_subset": {"config": {"t": 30}}}},
-        )
-    ]
-    steps += [
-        (
-            ["webdataset_shards"],
-            key,
-            {"ops": {"webdataset_shards": {"config": {"image_size": 64, "samples_per_shard": 256}}}},
-        )
-        for key in shard_keys
-    ]  # the sample's images are 64 px
-    training = (
-        ["clip_checkpoint"],
-        SNAPSHOT,
-        {
-            "ops": {
-                "clip_checkpoint": {
-                    "config": {"samples_budget": 64 * 16, "log_every": 4, "threads": 1, "mlflow_ui_url": mlflow.url}
-                }
-            }
-        },
-    )
+    launcher = TrainingLauncher(mode="local", env={"MLFLOW_TRACKING_URI": mlflow.url, "OMP_NUM_THREADS": "1"})
+    resources = storage_resources(data, image_source=ImageSourceResource(kind="warc"), training_launcher=launcher)
     instance = dg.DagsterInstance.from_config(str(home))
     try:
         instance.add_dynamic_partitions(SNAPSHOT_PARTITIONS_NAME, [SNAPSHOT])
-        for selection, key, config in steps:
-            assert dg.materialize(
-                pipeline_assets,
-                selection=selection,
-                partition_key=key,
-                instance=instance,
-                resources=resources,
-                run_config=config,
-            ).success
-        mlflow.wait_ready()  # booted meanwhile
-        selection, key, config = training
-        result = dg.materialize(
+        kwargs = {"instance": instance, "resources": resources}
+        curate(
             pipeline_assets,
-            selection=selection,
-            partition_key=key,
-            instance=instance,
-            resources=resources,
-            run_config=config,
+            SNAPSHOT,
+            metadata_config=SAMPLE_METADATA_CONFIG,
+            snapshot_selection=["entry_counts", "balanced_subset", "data_card"],
+            snapshot_config={"ops": {"balanced_subset": {"config": {"t": 30}}}},
+            **kwargs,
         )
-        assert result.success
-        [materialization] = result.asset_materializations_for_node("clip_checkpoint")
-        return {k: v.value for k, v in materialization.metadata.items()}
+        shards_config = {"ops": {"webdataset_shards": {"config": {"image_size": 64, "samples_per_shard": 256}}}}
+        materialize_shards(pipeline_assets, ["webdataset_shards"], SNAPSHOT, shards_config, **kwargs)  # 64 px images
+        mlflow.wait_ready()  # booted meanwhile
+        training = {"samples_budget": 64 * 16, "log_every": 4, "threads": 1, "mlflow_ui_url": mlflow.url}
+        run_config = {"ops": {"clip_checkpoint": {"config": training}}}
+        result = materialize(pipeline_assets, ["clip_checkpoint"], SNAPSHOT, run_config, **kwargs)
+        return asset_metadata(result, "clip_checkpoint")
     finally:
         instance.dispose()
 
