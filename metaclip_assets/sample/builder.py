@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from metaclip_assets import layout
 from metaclip_assets.sample import warc_writer as W
 from metaclip_assets.sample.captures import capture_records, render_html, wat_payloads
 from metaclip_assets.sample.images import write_eval, write_image_warc
@@ -50,7 +51,7 @@ class Builder:
         self.t0 = start.replace(tzinfo=UTC) + timedelta(hours=2, minutes=31, seconds=22)
         seg = f"{self.t0:%Y%m%d%H%M%S}-{self.t0 + timedelta(hours=3):%Y%m%d%H%M%S}"
         self.prefix = f"CC-MAIN-{seg}"
-        self.crawl_dir = root / "crawl" / snapshot
+        self.crawl_dir = root / layout.crawl_dir(snapshot)
         self.pairs: dict[tuple[str, str], dict] = {}  # (url, text) -> {kind, n}
         self.per_file: dict[str, set] = {}
         self.written = {"wat": 0, "warc": 0}
@@ -228,7 +229,7 @@ class Builder:
         self, wat_names, warc_name, warc_pages, cut_page, image_classes, images, evals, wiki
     ) -> SampleManifest:
         root = self.root
-        pairs_path = root / "manifests" / f"{self.snapshot}.pairs.jsonl.gz"
+        pairs_path = root / layout.sample_manifest_key(self.snapshot, ".pairs.jsonl.gz")
         pairs_path.parent.mkdir(parents=True, exist_ok=True)
         rows = sorted(self.pairs.items())
         lines = "".join(W.json_text({"url": u, "text": t, "kind": v["kind"], "n": v["n"]}) + "\n" for (u, t), v in rows)
@@ -255,9 +256,9 @@ class Builder:
             p
             for d in (
                 self.crawl_dir,
-                root / "images" / self.snapshot,
-                root / "eval" / self.snapshot,
-                root / "wikipedia",
+                root / layout.image_warc_dir(self.snapshot),
+                root / layout.eval_set_dir(self.snapshot),
+                root / layout.WIKIPEDIA_DIR,
             )
             for p in sorted(d.rglob("*"))
             if p.is_file()
@@ -274,7 +275,7 @@ class Builder:
             snapshot=self.snapshot,
             seed=self.seed,
             generator_version=GENERATOR_VERSION,
-            crawl_dir=f"crawl/{self.snapshot}",
+            crawl_dir=layout.crawl_dir(self.snapshot),
             wat_files=wat_names,
             warc_files=[warc_name],
             files=file_rows,

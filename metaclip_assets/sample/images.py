@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from metaclip_assets import layout
 from metaclip_assets.sample import warc_writer as W
 from metaclip_assets.sample.texts import CLASSES, TEMPLATES
 
@@ -118,7 +119,7 @@ def write_image_warc(
     """Image WARC for ~90% of the referenced URLs; the rest missing, one corrupt, one HTTP 404."""
     urls = list(image_classes)  # insertion order = generation order (deterministic)
     present = rng.random(len(urls)) >= 0.1
-    out_dir = root / "images" / snapshot
+    out_dir = root / layout.image_warc_dir(snapshot)
     out_dir.mkdir(parents=True, exist_ok=True)
     name = "images.warc.gz"
     info_id = ids()
@@ -168,7 +169,7 @@ def write_image_warc(
         chunks.append(W.warc_member(headers, block))
     W.write_members(out_dir / name, chunks)
     return {
-        "path": f"images/{snapshot}/{name}",
+        "path": f"{layout.image_warc_dir(snapshot)}/{name}",
         "referenced": len(urls),
         "records": len(urls) - len(missing),
         "missing": missing,
@@ -179,11 +180,16 @@ def write_image_warc(
 
 def write_eval(root: Path, snapshot: str, rng: np.random.Generator, per_class: int) -> dict:
     """The zero-shot eval split: `per_class` drawings per class, class names and prompt templates."""
-    out = root / "eval" / snapshot
+    out = root / layout.eval_set_dir(snapshot)
     for cls in CLASSES:
         (out / cls).mkdir(parents=True, exist_ok=True)
         for k in range(per_class):
             (out / cls / f"{snapshot}-{cls}-{k:04d}.jpg").write_bytes(jpeg(draw_image(cls, rng)))
     (out / "classnames.json").write_text(json.dumps(list(CLASSES), indent=1) + "\n")
     (out / "templates.json").write_text(json.dumps(list(TEMPLATES), indent=1) + "\n")
-    return {"path": f"eval/{snapshot}", "per_class": per_class, "classes": list(CLASSES), "templates": list(TEMPLATES)}
+    return {
+        "path": layout.eval_set_dir(snapshot),
+        "per_class": per_class,
+        "classes": list(CLASSES),
+        "templates": list(TEMPLATES),
+    }

@@ -6,6 +6,8 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from metaclip_assets import layout
+
 GENERATOR_VERSION = 1
 
 
@@ -41,7 +43,7 @@ class SampleManifest:
 
 
 def manifest_path(root: Path, snapshot: str) -> Path:
-    return Path(root) / "manifests" / f"{snapshot}.json"
+    return Path(root) / layout.sample_manifest_key(snapshot)
 
 
 def write_manifest(root: Path, manifest: SampleManifest) -> Path:

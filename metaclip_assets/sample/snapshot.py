@@ -29,7 +29,7 @@ from pathlib import Path
 
 from metaclip_assets.sample.builder import Builder
 from metaclip_assets.sample.images import draw_image
-from metaclip_assets.sample.manifest import SampleManifest, load_manifest, write_manifest
+from metaclip_assets.sample.manifest import SampleManifest, load_manifest, manifest_path, write_manifest
 from metaclip_assets.sample.texts import CLASSES
 
 __all__ = ["CLASSES", "SampleManifest", "draw_image", "load_manifest", "main", "make_sample_snapshot"]
@@ -63,9 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     total = sum(f["bytes"] for f in m.files)
     print(f"snapshot {m.snapshot} (seed {m.seed}) under {args.root}: {len(m.files)} files, {total / 1e6:.2f} MB")
     for f in m.files:
-        if not f["path"].startswith("eval/"):
+        if not f["path"].startswith(m.eval["path"]):
             print(f"  {f['path']}  {f['bytes']} bytes")
-    print(f"  eval/{m.snapshot}: {len(m.classes)} classes x {m.eval['per_class']} images")
+    print(f"  {m.eval['path']}: {len(m.classes)} classes x {m.eval['per_class']} images")
     print(f"pages {m.pages}")
     print(f"image links {m.image_links}")
     print(f"pairs written {m.pairs_written}, distinct {m.pairs_distinct}, by kind {m.pairs_by_kind}")
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         f"images {m.images['records']} records / {m.images['referenced']} referenced, "
         f"{len(m.images['missing'])} missing"
     )
-    print(f"manifest {args.root / 'manifests' / (m.snapshot + '.json')}")
+    print(f"manifest {manifest_path(args.root, m.snapshot)}")
     return 0
 
 

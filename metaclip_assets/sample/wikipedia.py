@@ -13,6 +13,7 @@ from xml.sax.saxutils import escape as xml_escape
 
 import numpy as np
 
+from metaclip_assets import layout
 from metaclip_assets.sample.texts import ADJECTIVES, GERUNDS, NOUNS
 
 WIKI_TITLES = (
@@ -117,8 +118,8 @@ def _article(title: str, rng: np.random.Generator) -> str:
 
 def write_wikipedia(root: Path) -> dict:
     rng = np.random.default_rng(20240301)
-    out = root / "wikipedia"
-    (out / "pageviews").mkdir(parents=True, exist_ok=True)
+    out = root / layout.WIKIPEDIA_DIR
+    (root / layout.PAGEVIEWS_DIR).mkdir(parents=True, exist_ok=True)
     pages = [(t, 0, _article(t, rng), None) for t in WIKI_TITLES]
     pages.insert(3, ("Apples", 0, "#REDIRECT [[Apple]]\n\n{{R from plural}}", "Apple"))
     pages.append(("Talk:Dog", 1, "== Picture ==\nThe lead picture of the dog looks blurry. ~~~~", None))
@@ -165,7 +166,9 @@ def write_wikipedia(root: Path) -> dict:
             lines.append(("en.m", t, int(views * rng.uniform(0.3, 2.0))))
         lines += [("de", "Apfel", 77), ("de", "Hund", 64), ("de", "Äpfel", 12), ("en", "Edge_case", 49 + hour - 12)]
         text = "".join(f"{p} {t} {v} 0\n" for p, t, v in sorted(lines))
-        (out / "pageviews" / f"pageviews-20240301-{hour}0000.gz").write_bytes(gzip.compress(text.encode(), mtime=0))
+        (root / layout.PAGEVIEWS_DIR / f"pageviews-20240301-{hour}0000.gz").write_bytes(
+            gzip.compress(text.encode(), mtime=0)
+        )
         for p, t, v in lines:
             if p == "en" and v >= 50 and ":" not in t:  # MetaCLIP's hourly filter, before its sum threshold
                 key = t.replace("_", " ")
