@@ -102,6 +102,12 @@ def test_bench_wat_and_e2e_run_and_are_exact(tmp_path):
     assert "matched rows identical in all outputs" in out
 
 
+def test_bench_ids_runs_and_is_exact(tmp_path):
+    args = ["--rows", "600", "--mib", "0.5", "--entries", "3000", "--rounds", "1", "--workdir", str(tmp_path)]
+    out = run("bench_ids.py", *args)
+    assert "pair ids and uuids identical" in out and "| (b) hashlib: pool.pair_ids + image_uuid |" in out
+
+
 EDGE_METADATA = [
     "dog",
     "hot dog",

@@ -5,15 +5,14 @@ extension is not built (`ImportError` here). Imports nothing from the rest of th
 """
 
 from metaclip_assets._native._kernels import (
-    ids,
+    image_uuids,
     member,
     page_parts,
     resolve,
     rows,
-    sha_extensions,
     strip,
     token_match,
     token_table,
 )
 
-__all__ = ["ids", "member", "page_parts", "resolve", "rows", "sha_extensions", "strip", "token_match", "token_table"]
+__all__ = ["image_uuids", "member", "page_parts", "resolve", "rows", "strip", "token_match", "token_table"]

@@ -1,4 +1,4 @@
-"""The compiled WAT row builder and pool ids (curation/_native.c) against their Python references.
+"""The compiled WAT row builder and pool ids (_native/wat_rows.c, ids.c) against their Python references.
 
 _native must give exactly the rows and counts of the Python path (orjson + wat.rows_from_wat_json)
 or hand the record back to it. The fuzz test below damages WAT payloads in the ways that matter to a
@@ -13,19 +13,18 @@ import hashlib
 import random
 import sys
 
-import numpy as np
 import pytest
 
 from metaclip_assets import _native
 from metaclip_assets.crawl import pool, wat
 from metaclip_assets.crawl.urls import UrlResolver
-from metaclip_assets_tests.crawl.test_pool import (
+from metaclip_assets_tests.crawl._records import (
     PAGE,
     PAGE_LINKS,
     SNAP,
-    _random_links,
-    _warcinfo,
     img,
+    random_links,
+    warcinfo,
     wat_json,
     wat_record,
     write_members,
@@ -40,23 +39,29 @@ def test_ids_equal_hashlib():
     urls = ["".join(rng.choice(alphabet) for _ in range(n)) for n in lengths]
     texts = ["".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 300))) for _ in lengths]
     urls[10:13] = ["same"] * 3  # consecutive equal URLs share one uuid computation
+    urls[20:22] = [urls[5]] * 2  # and a URL seen before, not just before
     expected = [
-        int.from_bytes(hashlib.blake2b(f"{u}\x00{t}".encode(), digest_size=8).digest(), "little")
+        int.from_bytes(hashlib.blake2b(u.encode() + b"\x00" + t.encode(), digest_size=8).digest(), "little")
         for u, t in zip(urls, texts)
     ]
-    detected = _native.sha_extensions()
-    try:  # sha224 on the x86 SHA extensions where the CPU has them, and the portable loop
-        for use_sha_ni in sorted({detected, False}):
-            assert _native.sha_extensions(use_sha_ni) == use_sha_ni
-            raw, uuids = _native.ids(urls, texts)
-            assert np.frombuffer(raw, dtype="<u8").tolist() == expected
-            assert uuids == [hashlib.sha224(u.encode()).hexdigest()[:24] for u in urls], use_sha_ni
-    finally:
-        _native.sha_extensions(detected)
-    with pytest.raises(ValueError):
-        _native.ids(["a"], [])
+    assert pool.pair_ids(urls, texts).tolist() == expected  # hashlib, one copied blake2b-64 state per row
+    expected_uuids = [hashlib.sha224(u.encode()).hexdigest()[:24] for u in urls]
+    assert _native.image_uuids(urls) == expected_uuids  # libcrypto's sha224 in ids.c
+    assert pool.image_uuids(urls) == expected_uuids  # the Python reference
+    assert _native.image_uuids([]) == [] and pool.pair_ids([], []).tolist() == []
     with pytest.raises(TypeError):
-        _native.ids(["a"], [None])
+        _native.image_uuids(["a", None])
+    with pytest.raises(TypeError):
+        _native.image_uuids(("a",))
+
+
+def test_pool_frame_is_the_same_without_native(monkeypatch):
+    cols = pool.PoolColumns()
+    for i, (url, text) in enumerate([("a", "x"), ("a", "y"), ("b", ""), ("a", "z"), ("é漢", "😀")]):
+        cols.append(url, text, text, i, "http://p/", "2024")
+    compiled = cols.to_frame(snapshot="s", source_file="f", source_format="wat")
+    monkeypatch.setattr(pool, "_native", None)
+    assert cols.to_frame(snapshot="s", source_file="f", source_format="wat").equals(compiled)
 
 
 def test_strip_is_str_strip_for_every_code_point():
@@ -150,7 +155,7 @@ _TRACKED = [
 
 
 def _links(rng: random.Random) -> list[dict]:
-    links = _random_links(rng, rng.randint(1, 8))
+    links = random_links(rng, rng.randint(1, 8))
     for link in links:
         if rng.random() < 0.3:
             link["url"] = rng.choice(_SPACES) + rng.choice(_SRCS) + rng.choice(_SPACES)
@@ -202,7 +207,7 @@ def _damage(rng: random.Random, payload: bytes) -> bytes:
 
 def test_compiled_rows_equal_python_rows_on_damaged_payloads(tmp_path, monkeypatch):
     rng = random.Random(11)
-    members = [_warcinfo()]
+    members = [warcinfo()]
     for i in range(2500):
         uri = rng.choice(
             [
@@ -372,7 +377,7 @@ def test_member_framing_equals_python(tmp_path, monkeypatch):
         ),
     ]
     tails = [b"\r\n\r\n", b"", b"\r\n", b"\r\n\r\n\r\n", b"\n", b"\r\n\r\nx", b" \r\n\r\n"]
-    members = [_warcinfo()]
+    members = [warcinfo()]
     for _ in range(400):
         payload = rng.choice(
             [good, good, good, plain, plain, plain[:-30], plain.replace(b'"Payload-Metadata"', b'"P"'), b"{}"]

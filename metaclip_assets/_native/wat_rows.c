@@ -1,49 +1,24 @@
-/* Compiled kernels of the curation hot paths, each with a Python reference it is tested against:
- *   - member()/rows(): wat.read_wat's row builder. After the gzip inflate (ISA-L) the Python reader spent
- *     ~2x zcat's time in orjson (a dict per link) and in per-link Python (path filter, strip, URL
- *     shortcuts, list appends); see bench/README.md. This validates the whole payload as strict JSON in
- *     one pass, decodes only the strings the rows need, and appends the rows itself.
- *   - ids(): pool.pair_ids / pool.image_uuid (blake2b-64, sha224) without hashlib's per-call overhead.
- *   - token_table()/token_match(): matching.Matcher's token-join engine as one hash table.
+/* WAT rows: wat.read_wat's row builder (member()/rows()), with the URL shortcuts of urls.UrlResolver (resolve(),
+ * page_parts()) and str.strip() on UTF-8 (strip()). After the gzip inflate (ISA-L) the Python reader spent ~2x
+ * zcat's time in orjson (a dict per link) and in per-link Python (path filter, strip, URL shortcuts, list appends);
+ * see bench/README.md. This validates the whole payload as strict JSON in one pass, decodes only the strings the
+ * rows need, and appends the rows itself.
  *
  * Exactness contract: rows() either appends exactly the rows and counts that wat.rows_from_wat_json
  * gives for the orjson/json-parsed document, or returns None having appended nothing, and the
  * caller runs the Python path. It returns None for anything outside the common shape: invalid or
  * unusual JSON (invalid UTF-8, lone surrogate escapes, control characters, nesting > 256, a
  * trailing value), tracked keys written with escapes or repeated, tracked nodes of an unexpected
- * type, non-string paths or image urls. URL shortcuts mirror pool.UrlResolver.resolve line by
+ * type, non-string paths or image urls. URL shortcuts mirror urls.UrlResolver.resolve line by
  * line; every src they do not cover is passed to that method itself. metaclip_assets_tests/
  * _native/test_kernels.py compares both paths on generated, real and randomly damaged records.
  */
-#define PY_SSIZE_T_CLEAN
-#define _GNU_SOURCE /* memmem */
-#include <Python.h>
-#include <stdlib.h>
-#include <stdint.h>
+#include "kernels.h"
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
-#include <string.h>
 
 #define MAX_DEPTH 256
-
-/* ---- growable byte arena for decoded strings ---------------------------------------------- */
-
-typedef struct {
-    char *buf;
-    Py_ssize_t len, cap;
-} Arena;
-
-static int arena_reserve(Arena *a, Py_ssize_t extra) {
-    if (a->len + extra <= a->cap) return 0;
-    Py_ssize_t cap = a->cap ? a->cap : 4096;
-    while (cap < a->len + extra) cap *= 2;
-    char *nb = (char *)realloc(a->buf, (size_t)cap);
-    if (!nb) return -1;
-    a->buf = nb;
-    a->cap = cap;
-    return 0;
-}
 
 /* A decoded string: bytes [off, off+len) of the arena; present == 0 means absent (or not a string). */
 typedef struct {
@@ -90,10 +65,6 @@ typedef struct {
 
 static unsigned char plain_char[256]; /* 1: byte that can be copied as is inside a JSON string */
 static const unsigned char *IMG_PREFIX = (const unsigned char *)"IMG@/src";
-
-static void init_tables(void) {
-    for (int c = 0; c < 256; c++) plain_char[c] = (c >= 0x20 && c < 0x80 && c != '"' && c != '\\');
-}
 
 #define FAIL(s) do { (s)->fail = 1; return -1; } while (0)
 
@@ -511,10 +482,10 @@ static void strip_utf8(const unsigned char **a, const unsigned char **b) {
     *b = e;
 }
 
-/* pool._NOT_URL: characters no shortcut accepts anywhere */
+/* urls._NOT_URL: characters no shortcut accepts anywhere */
 static inline int not_url(unsigned char c) { return c <= 0x20 || c == 0x7F || c == '#' || c == '\\'; }
 
-/* pool._QUERY followed by \Z, from position i */
+/* urls._QUERY followed by \Z, from position i */
 static int query_tail(const unsigned char *s, Py_ssize_t i, Py_ssize_t n) {
     if (i == n) return 1;
     if (s[i] != '?' || i + 1 == n) return 0;
@@ -529,7 +500,7 @@ static inline int host_char(unsigned char c) {
 
 static inline int path_char(unsigned char c) { return !not_url(c) && c != ';' && c != '?'; }
 
-/* pool._ABS_SIMPLE.match */
+/* urls._ABS_SIMPLE.match */
 static int abs_simple(const unsigned char *s, Py_ssize_t n) {
     Py_ssize_t i;
     if (n >= 7 && memcmp(s, "http://", 7) == 0) i = 7;
@@ -548,7 +519,7 @@ static int abs_simple(const unsigned char *s, Py_ssize_t n) {
     return query_tail(s, i, n);
 }
 
-/* pool._ROOT_SIMPLE.match */
+/* urls._ROOT_SIMPLE.match */
 static int root_simple(const unsigned char *s, Py_ssize_t n) {
     if (n < 2 || s[0] != '/' || s[1] == '/' || !path_char(s[1])) return 0;
     Py_ssize_t i = 2;
@@ -556,7 +527,7 @@ static int root_simple(const unsigned char *s, Py_ssize_t n) {
     return query_tail(s, i, n);
 }
 
-/* pool._REL_SIMPLE.match */
+/* urls._REL_SIMPLE.match */
 static int rel_simple(const unsigned char *s, Py_ssize_t n) {
     if (n < 1 || s[0] == '.' || s[0] == '/' || s[0] == ':' || !path_char(s[0])) return 0;
     Py_ssize_t i = 1;
@@ -576,15 +547,6 @@ typedef struct {
     const char *origin, *scheme, *dir;
     Py_ssize_t origin_len, scheme_len, dir_len;
 } Page;
-
-static int out_put(Arena *o, const void *p, Py_ssize_t n) {
-    if (n == 0) return 0; /* an empty arena has no buffer: memcpy(NULL, p, 0) is undefined */
-    if (arena_reserve(o, n) < 0) return -1;
-    memcpy(o->buf + o->len, p, (size_t)n);
-    o->len += n;
-    return 0;
-}
-
 /* UrlResolver.resolve's shortcuts for the stripped src s[0:n]: 1 with the URL in `o`, 0 when
  * resolve() would reach urljoin (the caller then calls resolve() itself), -1 on memory error. */
 static int resolve_shortcut(const Page *pg, const unsigned char *s, Py_ssize_t n, Arena *o) {
@@ -730,7 +692,7 @@ done:
     return result;
 }
 
-/* pool.UrlResolver(page_url) without a <base href>, for a page URL its regex _PAGE_SIMPLE takes apart by slicing
+/* urls.UrlResolver(page_url) without a <base href>, for a page URL its regex _PAGE_SIMPLE takes apart by slicing
  * (http(s), ASCII host without userinfo or brackets, no params): the shortcut state as pointers into u[0:n].
  * 0 for any other URL: the Python constructor decides (urlparse). */
 static int page_parts(const unsigned char *u, Py_ssize_t n, Page *pg) {
@@ -772,11 +734,11 @@ static int page_parts(const unsigned char *u, Py_ssize_t n, Page *pg) {
     return 1;
 }
 
-PyDoc_STRVAR(page_parts_doc,
+KERNEL_DOC(page_parts_doc,
 "page_parts(page_url) -> (parses, origin, scheme, dir) | None\n\n"
 "UrlResolver(page_url).shortcut_parts() as rows() computes it for plain page URLs; None where it asks Python (tests).");
 
-static PyObject *py_page_parts(PyObject *self, PyObject *arg) {
+KERNEL_API PyObject *py_page_parts(PyObject *self, PyObject *arg) {
     Py_ssize_t n;
     (void)self;
     const char *u = PyUnicode_AsUTF8AndSize(arg, &n);
@@ -792,7 +754,7 @@ static PyObject *py_page_parts(PyObject *self, PyObject *arg) {
 
 static PyObject *ZERO_COUNTS;
 
-PyDoc_STRVAR(rows_doc,
+KERNEL_DOC(rows_doc,
 "rows(data, start, end, block, offset, page_cb, make_resolver, cols)\n"
 "    -> (no_src, data_uri, bad_url, no_text, pages_with_images, images_seen) | None\n\n"
 "Append the pool rows of the WAT JSON payload data[start:end] to `cols` (a PoolColumns).\n"
@@ -867,7 +829,7 @@ done:
     return result;
 }
 
-static PyObject *py_rows(PyObject *self, PyObject *args) {
+KERNEL_API PyObject *py_rows(PyObject *self, PyObject *args) {
     Py_buffer buf;
     Py_ssize_t start, end;
     PyObject *block, *offset, *page_cb, *make_resolver, *cols, *result = NULL;
@@ -893,7 +855,7 @@ static inline int bytes_space(unsigned char c) { /* bytes.strip() */
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\x0b' || c == '\x0c';
 }
 
-/* wat.warc_header(block, name) for a name found in its canonical case: the stripped value, or 0 if
+/* framing.warc_header(block, name) for a name found in its canonical case: the stripped value, or 0 if
  * the canonical spelling is absent (the caller then leaves the member to the Python path). */
 static int header_value(const unsigned char *blk, Py_ssize_t bn, const char *key, const unsigned char **v,
                         Py_ssize_t *vn) {
@@ -910,21 +872,21 @@ static int header_value(const unsigned char *blk, Py_ssize_t bn, const char *key
     return 1;
 }
 
-PyDoc_STRVAR(member_doc,
+KERNEL_DOC(member_doc,
 "member(data, offset, page_cb, make_resolver, cols) -> rows()'s counts | None\n\n"
 "One inflated gzip member of a WAT file, in the usual layout (exactly one valid WARC record, headers in\n"
 "their canonical case): the rows of its payload as rows() gives them, all-zero counts for a record without\n"
 "rows (not metadata; no IMG link and no sign of damage). None, with nothing appended, for anything else:\n"
 "the caller then frames and reads the member in Python (wat.member_records). The caller counts the record.");
 
-static PyObject *py_member(PyObject *self, PyObject *args) {
+KERNEL_API PyObject *py_member(PyObject *self, PyObject *args) {
     Py_buffer buf;
     PyObject *offset, *page_cb, *make_resolver, *cols, *result = NULL;
     (void)self;
     if (!PyArg_ParseTuple(args, "y*OOOO", &buf, &offset, &page_cb, &make_resolver, &cols)) return NULL;
     const unsigned char *d = (const unsigned char *)buf.buf, *v;
     Py_ssize_t n = buf.len, vn;
-    /* wat.parse_warc_record(data, 0) */
+    /* framing.parse_warc_record(data, 0) */
     const unsigned char *he = n >= 5 && memcmp(d, "WARC/", 5) == 0 ? find_bytes(d, n, "\r\n\r\n", 4) : NULL;
     if (!he) goto python;
     Py_ssize_t bn = he - d;
@@ -936,7 +898,7 @@ static PyObject *py_member(PyObject *self, PyObject *args) {
     }
     Py_ssize_t start = bn + 4, end = start + length;
     if (end > n) goto python;
-    /* wat.iter_warc_records: trailing CRLFs, then the member must end (one record per member) */
+    /* framing.iter_warc_records: trailing CRLFs, then the member must end (one record per member) */
     Py_ssize_t pos = end;
     while (n - pos >= 2 && d[pos] == '\r' && d[pos + 1] == '\n') pos += 2;
     if (pos != n) goto python;
@@ -965,13 +927,14 @@ done:
     return result;
 }
 
-PyDoc_STRVAR(resolve_doc,
+KERNEL_DOC(resolve_doc,
 "resolve(src, parses, origin, scheme, dir) -> str | None\n\n"
 "The URL shortcuts alone (for tests): the resolved URL, or None where UrlResolver.resolve would call urljoin.");
 
-static PyObject *py_resolve(PyObject *self, PyObject *args) {
+KERNEL_API PyObject *py_resolve(PyObject *self, PyObject *args) {
     PyObject *src, *origin, *scheme, *dir;
     int parses;
+    (void)self;
     if (!PyArg_ParseTuple(args, "UpOOO", &src, &parses, &origin, &scheme, &dir)) return NULL;
     Page pg;
     const char *sp;
@@ -987,10 +950,11 @@ static PyObject *py_resolve(PyObject *self, PyObject *args) {
     return res;
 }
 
-PyDoc_STRVAR(strip_doc, "strip(s) -> str: str.strip() as this module computes it on UTF-8 (for tests).");
+KERNEL_DOC(strip_doc, "strip(s) -> str: str.strip() as this module computes it on UTF-8 (for tests).");
 
-static PyObject *py_strip(PyObject *self, PyObject *arg) {
+KERNEL_API PyObject *py_strip(PyObject *self, PyObject *arg) {
     Py_ssize_t n;
+    (void)self;
     const char *p = PyUnicode_AsUTF8AndSize(arg, &n);
     if (!p) return NULL;
     const unsigned char *a = (const unsigned char *)p, *b = a + n;
@@ -998,585 +962,11 @@ static PyObject *py_strip(PyObject *self, PyObject *arg) {
     return PyUnicode_DecodeUTF8((const char *)a, b - a, NULL);
 }
 
-/* ---- pool ids: blake2b-64 pair ids and sha224 image uuids --------------------------------------
- * pool.pair_ids / pool.image_uuid spend ~3 us per row in hashlib call overhead; these are the same
- * functions (RFC 7693 BLAKE2b, FIPS 180-4 SHA-224), checked against hashlib in _native/test_kernels.py. */
-
-static const uint64_t B2_IV[8] = {
-    0x6a09e667f3bcc908ULL, 0xbb67ae8584caa73bULL, 0x3c6ef372fe94f82bULL, 0xa54ff53a5f1d36f1ULL,
-    0x510e527fade682d1ULL, 0x9b05688c2b3e6c1fULL, 0x1f83d9abfb41bd6bULL, 0x5be0cd19137e2179ULL,
-};
-static const uint8_t B2_SIGMA[12][16] = {
-    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}, {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3},
-    {11, 8, 12, 0, 5, 2, 15, 13, 10, 14, 3, 6, 7, 1, 9, 4}, {7, 9, 3, 1, 13, 12, 11, 14, 2, 6, 5, 10, 4, 0, 15, 8},
-    {9, 0, 5, 7, 2, 4, 10, 15, 14, 1, 11, 12, 6, 8, 3, 13}, {2, 12, 6, 10, 0, 11, 8, 3, 4, 13, 7, 5, 15, 14, 1, 9},
-    {12, 5, 1, 15, 14, 13, 4, 10, 0, 7, 6, 3, 9, 2, 8, 11}, {13, 11, 7, 14, 12, 1, 3, 9, 5, 0, 15, 4, 8, 6, 2, 10},
-    {6, 15, 14, 9, 11, 3, 0, 8, 12, 2, 13, 7, 1, 4, 10, 5}, {10, 2, 8, 4, 7, 6, 1, 5, 15, 11, 9, 14, 3, 12, 13, 0},
-    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}, {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3},
-};
-
-static inline uint64_t rotr64(uint64_t x, int n) { return (x >> n) | (x << (64 - n)); }
-static inline uint32_t rotr32(uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
-
-static inline uint64_t load64le(const unsigned char *p) {
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
-    return v;
-}
-
-static void b2_compress(uint64_t h[8], const unsigned char block[128], uint64_t t, int last) {
-    uint64_t m[16], v[16];
-    for (int i = 0; i < 16; i++) m[i] = load64le(block + 8 * i);
-    for (int i = 0; i < 8; i++) { v[i] = h[i]; v[i + 8] = B2_IV[i]; }
-    v[12] ^= t; /* messages here are far below 2^64 bytes: the high counter word stays 0 */
-    if (last) v[14] = ~v[14];
-#define B2G(a, b, c, d, x, y)                 \
-    do {                                      \
-        v[a] = v[a] + v[b] + (x);             \
-        v[d] = rotr64(v[d] ^ v[a], 32);       \
-        v[c] = v[c] + v[d];                   \
-        v[b] = rotr64(v[b] ^ v[c], 24);       \
-        v[a] = v[a] + v[b] + (y);             \
-        v[d] = rotr64(v[d] ^ v[a], 16);       \
-        v[c] = v[c] + v[d];                   \
-        v[b] = rotr64(v[b] ^ v[c], 63);       \
-    } while (0)
-    for (int r = 0; r < 12; r++) {
-        const uint8_t *s = B2_SIGMA[r];
-        B2G(0, 4, 8, 12, m[s[0]], m[s[1]]);
-        B2G(1, 5, 9, 13, m[s[2]], m[s[3]]);
-        B2G(2, 6, 10, 14, m[s[4]], m[s[5]]);
-        B2G(3, 7, 11, 15, m[s[6]], m[s[7]]);
-        B2G(0, 5, 10, 15, m[s[8]], m[s[9]]);
-        B2G(1, 6, 11, 12, m[s[10]], m[s[11]]);
-        B2G(2, 7, 8, 13, m[s[12]], m[s[13]]);
-        B2G(3, 4, 9, 14, m[s[14]], m[s[15]]);
-    }
-#undef B2G
-    for (int i = 0; i < 8; i++) h[i] ^= v[i] ^ v[i + 8];
-}
-
-/* Incremental BLAKE2b with an 8-byte digest (no key): the first output word is the digest. */
-typedef struct {
-    uint64_t h[8], t;
-    unsigned char buf[128];
-    size_t n;
-} B2;
-
-static void b2_init(B2 *c) {
-    memcpy(c->h, B2_IV, sizeof(c->h));
-    c->h[0] ^= 0x01010000ULL ^ 8; /* depth 1, fanout 1, digest length 8 */
-    c->t = 0;
-    c->n = 0;
-}
-
-static void b2_update(B2 *c, const unsigned char *p, size_t len) {
-    while (len) {
-        if (c->n == 128) { /* keep the last block for the final flag */
-            c->t += 128;
-            b2_compress(c->h, c->buf, c->t, 0);
-            c->n = 0;
-        }
-        size_t k = 128 - c->n < len ? 128 - c->n : len;
-        memcpy(c->buf + c->n, p, k);
-        c->n += k;
-        p += k;
-        len -= k;
-    }
-}
-
-static uint64_t b2_final(B2 *c) {
-    c->t += c->n;
-    memset(c->buf + c->n, 0, 128 - c->n);
-    b2_compress(c->h, c->buf, c->t, 1);
-    return c->h[0];
-}
-
-static const uint32_t SHA_K[64] = {
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
-};
-
-static void sha256_compress(uint32_t h[8], const unsigned char *b) {
-    uint32_t w[64];
-    for (int i = 0; i < 16; i++)
-        w[i] = ((uint32_t)b[4 * i] << 24) | ((uint32_t)b[4 * i + 1] << 16) | ((uint32_t)b[4 * i + 2] << 8) | b[4 * i + 3];
-    for (int i = 16; i < 64; i++) {
-        uint32_t s0 = rotr32(w[i - 15], 7) ^ rotr32(w[i - 15], 18) ^ (w[i - 15] >> 3);
-        uint32_t s1 = rotr32(w[i - 2], 17) ^ rotr32(w[i - 2], 19) ^ (w[i - 2] >> 10);
-        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
-    }
-    uint32_t a = h[0], bb = h[1], c = h[2], d = h[3], e = h[4], f = h[5], g = h[6], hh = h[7];
-    for (int i = 0; i < 64; i++) {
-        uint32_t t1 = hh + (rotr32(e, 6) ^ rotr32(e, 11) ^ rotr32(e, 25)) + ((e & f) ^ (~e & g)) + SHA_K[i] + w[i];
-        uint32_t t2 = (rotr32(a, 2) ^ rotr32(a, 13) ^ rotr32(a, 22)) + ((a & bb) ^ (a & c) ^ (bb & c));
-        hh = g; g = f; f = e; e = d + t1; d = c; c = bb; bb = a; a = t1 + t2;
-    }
-    h[0] += a; h[1] += bb; h[2] += c; h[3] += d; h[4] += e; h[5] += f; h[6] += g; h[7] += hh;
-}
-
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <cpuid.h>
-#include <immintrin.h>
-#define HAVE_SHA_NI_PATH 1
-/* sha256_compress with the x86 SHA extensions (4 rounds per sha256rnds2 pair): ~5x the portable loop. The message
- * schedule keeps the last 4 groups of 4 words in m[g % 4]. */
-__attribute__((target("sha,sse4.1,ssse3"))) static void sha256_compress_ni(uint32_t h[8], const unsigned char *b) {
-    const __m128i bswap = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
-    __m128i tmp = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&h[0]), 0xB1); /* CDAB */
-    __m128i s1 = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&h[4]), 0x1B);  /* EFGH */
-    __m128i s0 = _mm_alignr_epi8(tmp, s1, 8);                                        /* ABEF */
-    s1 = _mm_blend_epi16(s1, tmp, 0xF0);                                             /* CDGH */
-    const __m128i abef = s0, cdgh = s1;
-    __m128i m[4];
-    for (int g = 0; g < 16; g++) {
-        __m128i w;
-        if (g < 4) {
-            w = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(b + 16 * g)), bswap);
-        } else { /* W[t] = s1(W[t-2]) + W[t-7] + s0(W[t-15]) + W[t-16] for the 4 words of group g */
-            w = _mm_sha256msg1_epu32(m[g % 4], m[(g + 1) % 4]);
-            w = _mm_add_epi32(w, _mm_alignr_epi8(m[(g + 3) % 4], m[(g + 2) % 4], 4));
-            w = _mm_sha256msg2_epu32(w, m[(g + 3) % 4]);
-        }
-        m[g % 4] = w;
-        __m128i k = _mm_add_epi32(w, _mm_loadu_si128((const __m128i *)&SHA_K[4 * g]));
-        s1 = _mm_sha256rnds2_epu32(s1, s0, k);
-        s0 = _mm_sha256rnds2_epu32(s0, s1, _mm_shuffle_epi32(k, 0x0E));
-    }
-    s0 = _mm_add_epi32(s0, abef);
-    s1 = _mm_add_epi32(s1, cdgh);
-    tmp = _mm_shuffle_epi32(s0, 0x1B);                              /* FEBA */
-    s1 = _mm_shuffle_epi32(s1, 0xB1);                               /* DCHG */
-    _mm_storeu_si128((__m128i *)&h[0], _mm_blend_epi16(tmp, s1, 0xF0)); /* DCBA */
-    _mm_storeu_si128((__m128i *)&h[4], _mm_alignr_epi8(s1, tmp, 8));    /* HGFE */
-}
-
-static int cpu_has_sha_ni(void) {
-    unsigned a, b, c, d;
-    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 19)) || !(c & (1u << 9))) return 0; /* SSE4.1, SSSE3 */
-    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
-    return (b >> 29) & 1; /* SHA */
-}
-#endif
-
-static void (*sha256_block)(uint32_t h[8], const unsigned char *b) = sha256_compress;
-
-/* The first 24 hex digits of sha224(p[0:len]) into out[24]. */
-static void sha224_hex24(const unsigned char *p, size_t len, char out[24]) {
-    uint32_t h[8] = {0xc1059ed8, 0x367cd507, 0x3070dd17, 0xf70e5939, 0xffc00b31, 0x68581511, 0x64f98fa7, 0xbefa4fa4};
-    size_t full = len / 64;
-    for (size_t i = 0; i < full; i++) sha256_block(h, p + 64 * i);
-    unsigned char tail[128] = {0};
-    size_t r = len - 64 * full;
-    memcpy(tail, p + 64 * full, r);
-    tail[r] = 0x80;
-    size_t tl = r + 1 + 8 <= 64 ? 64 : 128;
-    uint64_t bits = (uint64_t)len * 8;
-    for (int i = 0; i < 8; i++) tail[tl - 1 - i] = (unsigned char)(bits >> (8 * i));
-    sha256_block(h, tail);
-    if (tl == 128) sha256_block(h, tail + 64);
-    static const char HEX[] = "0123456789abcdef";
-    for (int i = 0; i < 3; i++)
-        for (int j = 0; j < 4; j++) {
-            unsigned char byte = (unsigned char)(h[i] >> (24 - 8 * j));
-            out[8 * i + 2 * j] = HEX[byte >> 4];
-            out[8 * i + 2 * j + 1] = HEX[byte & 15];
-        }
-}
-
-/* Parse args as two lists of the same length (ids(), token_table()): the length, or -1 with an exception. */
-static Py_ssize_t two_lists(PyObject *args, PyObject **a, PyObject **b, const char *names) {
-    if (!PyArg_ParseTuple(args, "O!O!", &PyList_Type, a, &PyList_Type, b)) return -1;
-    if (PyList_GET_SIZE(*a) != PyList_GET_SIZE(*b)) {
-        PyErr_Format(PyExc_ValueError, "%s differ in length", names);
-        return -1;
-    }
-    return PyList_GET_SIZE(*a);
-}
-
-PyDoc_STRVAR(sha_doc,
-"sha_extensions(use: bool | None = None) -> bool\n\n"
-"Whether sha224 runs on the x86 SHA extensions (detected at import); use=False/True switches (tests).");
-
-static PyObject *py_sha_extensions(PyObject *self, PyObject *args) {
-    int use = -1;
-    (void)self;
-    if (!PyArg_ParseTuple(args, "|p", &use)) return NULL;
-#ifdef HAVE_SHA_NI_PATH
-    if (use == 1 && !cpu_has_sha_ni()) {
-        PyErr_SetString(PyExc_RuntimeError, "this CPU has no SHA extensions");
-        return NULL;
-    }
-    if (use >= 0) sha256_block = use ? sha256_compress_ni : sha256_compress;
-    return PyBool_FromLong(sha256_block == sha256_compress_ni);
-#else
-    if (use == 1) {
-        PyErr_SetString(PyExc_RuntimeError, "built without the SHA extension path");
-        return NULL;
-    }
-    Py_RETURN_FALSE;
-#endif
-}
-
-PyDoc_STRVAR(ids_doc,
-"ids(urls, texts) -> (pair_ids: bytes, image_uuids: list[str])\n\n"
-"pool.pair_ids (little-endian blake2b-64 of url NUL text, as 8 bytes per row) and pool.image_uuid per row\n"
-"(the first 24 hex digits of sha224(url); a URL equal to the previous row's is hashed once).");
-
-static PyObject *py_ids(PyObject *self, PyObject *args) {
-    PyObject *urls, *texts;
-    (void)self;
-    Py_ssize_t n = two_lists(args, &urls, &texts, "urls and texts");
-    if (n < 0) return NULL;
-    PyObject *out = PyBytes_FromStringAndSize(NULL, n * 8);
-    PyObject *uuids = PyList_New(n);
-    if (!out || !uuids) goto fail;
-    unsigned char *o = (unsigned char *)PyBytes_AS_STRING(out);
-    PyObject *prev_url = NULL, *prev_uuid = NULL;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *u = PyList_GET_ITEM(urls, i), *t = PyList_GET_ITEM(texts, i);
-        Py_ssize_t ul, tl;
-        const char *us = PyUnicode_Check(u) ? PyUnicode_AsUTF8AndSize(u, &ul) : NULL;
-        const char *ts = PyUnicode_Check(t) ? PyUnicode_AsUTF8AndSize(t, &tl) : NULL;
-        if (!us || !ts) {
-            if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "urls and texts must be str");
-            goto fail;
-        }
-        B2 c;
-        b2_init(&c);
-        b2_update(&c, (const unsigned char *)us, (size_t)ul);
-        b2_update(&c, (const unsigned char *)"", 1);
-        b2_update(&c, (const unsigned char *)ts, (size_t)tl);
-        uint64_t id = b2_final(&c);
-        for (int k = 0; k < 8; k++) o[8 * i + k] = (unsigned char)(id >> (8 * k));
-        PyObject *uuid;
-        if (prev_url && (u == prev_url || PyUnicode_Compare(u, prev_url) == 0)) {
-            uuid = Py_NewRef(prev_uuid);
-        } else {
-            char hex[24];
-            sha224_hex24((const unsigned char *)us, (size_t)ul, hex);
-            uuid = PyUnicode_FromStringAndSize(hex, 24);
-            if (!uuid) goto fail;
-        }
-        PyList_SET_ITEM(uuids, i, uuid);
-        prev_url = u;
-        prev_uuid = uuid;
-    }
-    PyObject *res = PyTuple_Pack(2, out, uuids);
-    Py_DECREF(out);
-    Py_DECREF(uuids);
-    return res;
-fail:
-    Py_XDECREF(out);
-    Py_XDECREF(uuids);
-    return NULL;
-}
-
-/* ---- token matcher: matching.Matcher's token-join engine as one hash table ----------------------
- * Same algorithm as Matcher._token_hits (see its docstring): the spaced text is split at every space; entry e
- * matches iff e equals a run of consecutive tokens. Keys are the entries and the token prefixes of multi-token
- * entries, values (u + 1) << 1 | grows. In the spaced buffer tokens are separated by exactly one space, so the key
- * of a run is the buffer slice from its first token's start to its last token's end: no string is built. */
-
-typedef struct {     /* 16 bytes: four slots per cache line */
-    uint32_t v;      /* (u + 1) << 1 | grows; 0 marks an empty slot */
-    uint32_t tag;    /* high half of the key's hash: most misses never touch the key bytes */
-    uint32_t off, len;
-} TSlot;
-
-typedef struct {
-    TSlot *slots;
-    uint64_t mask;
-    char *keys;
-} TTable;
-
-static inline uint64_t key_hash(const unsigned char *p, size_t n) {
-    uint64_t h = 0x9E3779B97F4A7C15ULL ^ (n * 0xff51afd7ed558ccdULL);
-    while (n >= 8) {
-        uint64_t w;
-        memcpy(&w, p, 8);
-        h = (h ^ w) * 0xbf58476d1ce4e5b9ULL;
-        h ^= h >> 31;
-        p += 8;
-        n -= 8;
-    }
-    uint64_t w = 0;
-    memcpy(&w, p, n);
-    h = (h ^ w) * 0x94d049bb133111ebULL;
-    h ^= h >> 29;
-    h *= 0xbf58476d1ce4e5b9ULL;
-    return h ^ (h >> 32);
-}
-
-static inline int slot_is(const TTable *t, const TSlot *sl, uint64_t h, const unsigned char *p, size_t n) {
-    return sl->tag == (uint32_t)(h >> 32) && sl->len == n && (n == 0 || memcmp(t->keys + sl->off, p, n) == 0);
-}
-
-static inline uint64_t table_get_h(const TTable *t, uint64_t h, const unsigned char *p, size_t n) {
-    for (uint64_t i = h & t->mask;; i = (i + 1) & t->mask) {
-        const TSlot *sl = &t->slots[i];
-        if (!sl->v) return 0;
-        if (slot_is(t, sl, h, p, n)) return sl->v;
-    }
-}
-
-static void table_free(PyObject *capsule) {
-    TTable *t = (TTable *)PyCapsule_GetPointer(capsule, "metaclip.token_table");
-    if (!t) return;
-    free(t->slots);
-    free(t->keys);
-    free(t);
-}
-
-PyDoc_STRVAR(token_table_doc,
-"token_table(keys: list[str], values: list[int]) -> capsule\n\n"
-"The join table of Matcher's token engine (key -> (u + 1) << 1 | grows), for token_match. Keys must be distinct\n"
-"and valid UTF-8; values > 0.");
-
-static PyObject *py_token_table(PyObject *self, PyObject *args) {
-    PyObject *keys, *values;
-    (void)self;
-    Py_ssize_t n = two_lists(args, &keys, &values, "keys and values");
-    if (n < 0) return NULL;
-    TTable *t = (TTable *)calloc(1, sizeof(TTable));
-    if (!t) return PyErr_NoMemory();
-    uint64_t cap = 16;
-    while (cap < 2 * (uint64_t)n + 1) cap *= 2;
-    t->mask = cap - 1;
-    t->slots = (TSlot *)calloc(cap, sizeof(TSlot));
-    Arena a = {0};
-    if (!t->slots) goto nomem;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        Py_ssize_t kn;
-        const char *k = PyUnicode_AsUTF8AndSize(PyList_GET_ITEM(keys, i), &kn);
-        if (!k) goto fail;
-        unsigned long long v = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(values, i));
-        if (PyErr_Occurred()) goto fail;
-        if (v == 0 || v > 0xFFFFFFFFULL || a.len + kn > 0xFFFFFFFFLL) {
-            PyErr_SetString(PyExc_ValueError, "values must be in [1, 2**32) and keys fit 4 GiB");
-            goto fail;
-        }
-        if (out_put(&a, k, kn) < 0) goto nomem;
-        t->keys = a.buf; /* slot_is reads keys from the arena as it grows */
-        uint64_t h = key_hash((const unsigned char *)k, (size_t)kn), j = h & t->mask;
-        while (t->slots[j].v) {
-            if (slot_is(t, &t->slots[j], h, (const unsigned char *)k, (size_t)kn)) {
-                PyErr_SetString(PyExc_ValueError, "duplicate key");
-                goto fail;
-            }
-            j = (j + 1) & t->mask;
-        }
-        TSlot *sl = &t->slots[j];
-        sl->v = (uint32_t)v;
-        sl->tag = (uint32_t)(h >> 32);
-        sl->off = (uint32_t)(a.len - kn);
-        sl->len = (uint32_t)kn;
-    }
-    t->keys = a.buf;
-    PyObject *cap_obj = PyCapsule_New(t, "metaclip.token_table", table_free);
-    if (!cap_obj) {
-        free(t->slots);
-        free(t->keys);
-        free(t);
-    }
-    return cap_obj;
-nomem:
-    PyErr_NoMemory();
-fail:
-    free(t->slots);
-    free(a.buf);
-    free(t);
-    return NULL;
-}
-
-static inline int spacing_punct(unsigned char c) {
-    return c == ',' || c == '.' || c == ';' || c == ':' || c == '?' || c == '!' || c == '`';
-}
-
-PyDoc_STRVAR(token_match_doc,
-"token_match(table, texts: Sequence[str]) -> (rows: bytes, uids: bytes) | None\n\n"
-"(row, unique index) hits as native uint64 arrays, possibly repeated: Matcher._token_hits computed in C.\n"
-"None if some text is not valid UTF-8 (lone surrogates): the caller routes the batch as before.");
-
-#define MATCH_BLOCK 64 /* texts tokenised together, so that their table lookups can overlap */
-
-typedef struct {
-    Py_ssize_t s0, s1; /* the token's bytes in the block's spaced buffer */
-    uint64_t h1, h2;   /* hash of the token, and of the token + the next one (when looked up) */
-    uint64_t v1;       /* the token's table value */
-    Py_ssize_t last;   /* index of the last token of its text */
-} Tok;
-
-/* The hits of texts[0:n] (UTF-8) into rows/uids; no Python API, so it runs without the GIL. -1: out of memory. */
-static int match_texts(const TTable *t, const char *const *txts, const Py_ssize_t *lens, Py_ssize_t n, Arena *rows,
-                       Arena *uids) {
-    Arena sp = {0};
-    Tok *tok = NULL;
-    Py_ssize_t tcap = 0, first[MATCH_BLOCK + 1];
-    int rc = -1;
-    for (Py_ssize_t r0 = 0; r0 < n; r0 += MATCH_BLOCK) {
-        Py_ssize_t r1 = r0 + MATCH_BLOCK < n ? r0 + MATCH_BLOCK : n, nt = 0;
-        sp.len = 0;
-        /* A: space and split each text of the block, hash its tokens, prefetch their slots */
-        for (Py_ssize_t r = r0; r < r1; r++) {
-            const char *txt = txts[r];
-            Py_ssize_t len = lens[r];
-            /* matching.spacing(t)[1:-1]: each of , . ; : ? ! ` gets a space on both sides, TAB/LF/CR become a space */
-            if (arena_reserve(&sp, 3 * len + 1) < 0) goto done;
-            Py_ssize_t base = sp.len;
-            char *w = sp.buf + base;
-            for (Py_ssize_t i = 0; i < len; i++) {
-                unsigned char c = (unsigned char)txt[i];
-                if (spacing_punct(c)) { *w++ = ' '; *w++ = (char)c; *w++ = ' '; }
-                else if (c == '\t' || c == '\n' || c == '\r') *w++ = ' ';
-                else *w++ = (char)c;
-            }
-            Py_ssize_t end = w - sp.buf, st = base;
-            sp.len = end;
-            first[r - r0] = nt;
-            for (Py_ssize_t i = base; i <= end; i++) { /* split(" "), empty tokens included */
-                if (i == end || sp.buf[i] == ' ') {
-                    if (nt == tcap) {
-                        tcap = tcap ? 2 * tcap : 1024;
-                        Tok *nb = (Tok *)realloc(tok, (size_t)tcap * sizeof(Tok));
-                        if (!nb) goto done;
-                        tok = nb;
-                    }
-                    Tok *k = &tok[nt++];
-                    k->s0 = st;
-                    k->s1 = i;
-                    st = i + 1;
-                }
-            }
-            for (Py_ssize_t a = first[r - r0]; a < nt; a++) {
-                tok[a].last = nt - 1;
-                tok[a].h1 = key_hash((const unsigned char *)sp.buf + tok[a].s0, (size_t)(tok[a].s1 - tok[a].s0));
-                __builtin_prefetch(&t->slots[tok[a].h1 & t->mask]);
-            }
-        }
-        first[r1 - r0] = nt;
-        const unsigned char *b = (const unsigned char *)sp.buf;
-        /* B: every token's own lookup; where a longer key can start with it, hash and prefetch the 2-token run */
-        for (Py_ssize_t a = 0; a < nt; a++) {
-            Tok *k = &tok[a];
-            k->v1 = table_get_h(t, k->h1, b + k->s0, (size_t)(k->s1 - k->s0));
-            if ((k->v1 & 1) && a < k->last) {
-                k->h2 = key_hash(b + k->s0, (size_t)(tok[a + 1].s1 - k->s0));
-                __builtin_prefetch(&t->slots[k->h2 & t->mask]);
-            }
-        }
-        /* C: hits in text order; runs of 2 tokens use the prefetched lookup, longer ones look up as they go */
-        for (Py_ssize_t r = r0; r < r1; r++) {
-            for (Py_ssize_t a = first[r - r0]; a < first[r - r0 + 1]; a++) {
-                Tok *k = &tok[a];
-                uint64_t v = k->v1;
-                for (Py_ssize_t e = a;;) {
-                    if (!v) break;
-                    if (v >= 2) {
-                        uint64_t row = (uint64_t)r, uid = (v >> 1) - 1;
-                        if (out_put(rows, &row, 8) < 0 || out_put(uids, &uid, 8) < 0) goto done;
-                    }
-                    if (!(v & 1) || e == k->last) break;
-                    e++;
-                    Py_ssize_t s0 = k->s0, s1 = tok[e].s1;
-                    uint64_t h = e == a + 1 ? k->h2 : key_hash(b + s0, (size_t)(s1 - s0));
-                    v = table_get_h(t, h, b + s0, (size_t)(s1 - s0));
-                }
-            }
-        }
-    }
-    rc = 0;
-done:
-    free(sp.buf);
-    free(tok);
-    return rc;
-}
-
-static PyObject *py_token_match(PyObject *self, PyObject *args) {
-    PyObject *cap, *texts;
-    (void)self;
-    if (!PyArg_ParseTuple(args, "OO", &cap, &texts)) return NULL;
-    TTable *t = (TTable *)PyCapsule_GetPointer(cap, "metaclip.token_table");
-    if (!t) return NULL;
-    /* a tuple copy keeps every str (and its UTF-8 buffer) alive while the GIL is released */
-    PyObject *held = PySequence_Tuple(texts), *res = NULL;
-    if (!held) return NULL;
-    Py_ssize_t n = PyTuple_GET_SIZE(held);
-    const char **txts = (const char **)malloc((size_t)(n ? n : 1) * sizeof(char *));
-    Py_ssize_t *lens = (Py_ssize_t *)malloc((size_t)(n ? n : 1) * sizeof(Py_ssize_t));
-    Arena rows = {0}, uids = {0};
-    if (!txts || !lens) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    for (Py_ssize_t r = 0; r < n; r++) {
-        PyObject *o = PyTuple_GET_ITEM(held, r);
-        txts[r] = PyUnicode_Check(o) ? PyUnicode_AsUTF8AndSize(o, &lens[r]) : NULL;
-        if (!txts[r]) {
-            if (PyUnicode_Check(o) && PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) {
-                PyErr_Clear(); /* lone surrogates: the caller routes the batch */
-                res = Py_NewRef(Py_None);
-            } else if (!PyErr_Occurred()) {
-                PyErr_SetString(PyExc_TypeError, "texts must be str");
-            }
-            goto done;
-        }
-    }
-    int rc;
-    Py_BEGIN_ALLOW_THREADS /* the lookups run in parallel with other threads (Matcher.match_batch(threads=N)) */
-    rc = match_texts(t, txts, lens, n, &rows, &uids);
-    Py_END_ALLOW_THREADS
-    if (rc < 0) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    {
-        PyObject *rb = PyBytes_FromStringAndSize(rows.buf ? rows.buf : "", rows.len);
-        PyObject *ub = PyBytes_FromStringAndSize(uids.buf ? uids.buf : "", uids.len);
-        if (rb && ub) res = PyTuple_Pack(2, rb, ub);
-        Py_XDECREF(rb);
-        Py_XDECREF(ub);
-    }
-done:
-    free(txts);
-    free(lens);
-    free(rows.buf);
-    free(uids.buf);
-    Py_DECREF(held);
-    return res;
-}
-
-static PyMethodDef methods[] = {
-    {"rows", py_rows, METH_VARARGS, rows_doc},
-    {"member", py_member, METH_VARARGS, member_doc},
-    {"resolve", py_resolve, METH_VARARGS, resolve_doc},
-    {"strip", py_strip, METH_O, strip_doc},
-    {"page_parts", py_page_parts, METH_O, page_parts_doc},
-    {"ids", py_ids, METH_VARARGS, ids_doc},
-    {"sha_extensions", py_sha_extensions, METH_VARARGS, sha_doc},
-    {"token_table", py_token_table, METH_VARARGS, token_table_doc},
-    {"token_match", py_token_match, METH_VARARGS, token_match_doc},
-    {NULL, NULL, 0, NULL},
-};
-
-static struct PyModuleDef moduledef = {
-    PyModuleDef_HEAD_INIT, "_kernels", "Compiled kernels of the curation hot paths (see metaclip_assets/_native/README.md).", -1, methods,
-};
-
-PyMODINIT_FUNC PyInit__kernels(void) {
-    init_tables();
-#ifdef HAVE_SHA_NI_PATH
-    if (cpu_has_sha_ni()) sha256_block = sha256_compress_ni;
-#endif
+KERNEL_API int wat_rows_init(void) {
+    for (int c = 0; c < 256; c++) plain_char[c] = (c >= 0x20 && c < 0x80 && c != '"' && c != '\\');
     static const char *keys[N_TEXT] = {"alt", "title", "data-image-title"}; /* pool.TEXT_KEYS */
     for (int k = 0; k < N_TEXT; k++)
-        if (!KEY_OBJ[k] && !(KEY_OBJ[k] = PyUnicode_InternFromString(keys[k]))) return NULL;
-    if (!ZERO_COUNTS && !(ZERO_COUNTS = Py_BuildValue("(iiiiii)", 0, 0, 0, 0, 0, 0))) return NULL;
-    return PyModule_Create(&moduledef);
+        if (!KEY_OBJ[k] && !(KEY_OBJ[k] = PyUnicode_InternFromString(keys[k]))) return -1;
+    if (!ZERO_COUNTS && !(ZERO_COUNTS = Py_BuildValue("(iiiiii)", 0, 0, 0, 0, 0, 0))) return -1;
+    return 0;
 }
