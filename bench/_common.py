@@ -107,7 +107,11 @@ def median(xs: Sequence[float]) -> float:
     return statistics.median(xs)
 
 
-def md_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+def md_table(headers: str | Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A Markdown table; `headers` as a list or as one "a|b|c" string."""
+    if isinstance(headers, str):
+        headers = headers.split("|")
+
     def fmt(v: object) -> str:  # no scientific notation for the magnitudes benchmarks report
         if isinstance(v, str):
             return v
@@ -151,6 +155,13 @@ def peak_rss_mb() -> float:
 
 def current_rss_mb() -> float:
     return _status_mb("VmRSS")
+
+
+def report(title: str, info: dict[str, str], body: str, loads: Sequence[str], record_it: bool) -> None:
+    """Print a benchmark's result and, with --record, append it to RESULTS.md."""
+    print(body)
+    if record_it:
+        record(title, info, body, loads)
 
 
 def record(title: str, info: dict[str, str], body: str, loads: Sequence[str], path: Path = RESULTS) -> None:

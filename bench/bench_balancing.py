@@ -158,9 +158,7 @@ def main(argv: list[str] | None = None) -> None:
         + f"vs the sort-unique baseline {med[B1] / med[ours_name]:.2f}x; numpy passes "
         + f"{med[B0] / med[np_name]:.2f}x / {med[B1] / med[np_name]:.2f}x (same kept set as ours: checked).\n"
     )
-    print(body)
-    if args.record:
-        C.record("Counting and balancing", info, body, loads)
+    C.report("Counting and balancing", info, body, loads, args.record)
 
 
 if __name__ == "__main__":

@@ -204,15 +204,7 @@ def main(argv: list[str] | None = None) -> None:
         for k, v in med.items()
     ]
     table = C.md_table(
-        [
-            "competitor",
-            "median wall s",
-            "median CPU s",
-            "pairs/s (wall)",
-            "pairs/s per CPU-s",
-            "vs baseline (wall)",
-            "vs baseline (CPU)",
-        ],
+        "competitor|median wall s|median CPU s|pairs/s (wall)|pairs/s per CPU-s|vs baseline (wall)|vs baseline (CPU)",
         rows,
     )
     o = list(med)[1]
@@ -232,9 +224,7 @@ def main(argv: list[str] | None = None) -> None:
             f"match_pool + matched parquet): peak RSS {rss['peak']:.0f} MB, {rss['seconds']:.1f} s, "
             f"{rss['pairs']:,} pairs.\n"
         )
-    print(body)
-    if args.record:
-        C.record("End to end WAT -> matched parquet", info, body, loads)
+    C.report("End to end WAT -> matched parquet", info, body, loads, args.record)
 
 
 if __name__ == "__main__":

@@ -125,9 +125,7 @@ def main(argv: list[str] | None = None) -> None:
         f"({e2e_file_s:.2f} s CPU, from {args.e2e_cpu_s:g} s per {args.e2e_pairs:,} pairs); (a) itself is "
         f"{cpu[a] / n_files / e2e_file_s:.1%} of it.\n"
     )
-    print(body)
-    if args.record:
-        C.record("Pool ids: both hashes from libraries", info, body, loads)
+    C.report("Pool ids: both hashes from libraries", info, body, loads, args.record)
 
 
 if __name__ == "__main__":

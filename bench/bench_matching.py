@@ -257,17 +257,7 @@ def main(argv: list[str] | None = None) -> None:
             ]
         )
     table = C.md_table(
-        [
-            "competitor",
-            "procs",
-            "median wall s",
-            "median CPU s",
-            "texts/s",
-            "texts/s/core",
-            "per core vs (a), wall",
-            "per core vs (a), CPU",
-            "wall speedup vs (c)",
-        ],
+        "competitor|procs|median wall s|median CPU s|texts/s|texts/s/core|per core vs (a), wall|per core vs (a), CPU|wall speedup vs (c)",
         rows,
     )
     n_uniq = pairs / len(texts)
@@ -330,9 +320,7 @@ def main(argv: list[str] | None = None) -> None:
             )
             + "\n"
         )
-    print(body)
-    if args.record:
-        C.record("Substring matching", info, body, loads)
+    C.report("Substring matching", info, body, loads, args.record)
 
 
 if __name__ == "__main__":

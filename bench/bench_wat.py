@@ -147,15 +147,7 @@ def main(argv: list[str] | None = None) -> None:
         for k, v in med.items()
     ]
     table = C.md_table(
-        [
-            "competitor",
-            "median wall s",
-            "median CPU s",
-            "records/s",
-            "image-text rows/s",
-            "x zcat (wall)",
-            "x zcat (CPU)",
-        ],
+        "competitor|median wall s|median CPU s|records/s|image-text rows/s|x zcat (wall)|x zcat (CPU)",
         rows,
     )
     ratio = med[ours_k] / med[z]
@@ -168,9 +160,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{med[ref_k] / med[z]:.2f}x; parse-only floors: FastWARC + orjson {cpu[fw_k] / cpu[z]:.2f}x, ours "
         f"{cpu[po_k] / cpu[z]:.2f}x CPU.\n"
     )
-    print(body)
-    if args.record:
-        C.record("WAT parsing", info, body, loads)
+    C.report("WAT parsing", info, body, loads, args.record)
 
 
 if __name__ == "__main__":

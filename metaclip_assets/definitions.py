@@ -5,17 +5,8 @@ from __future__ import annotations
 import dagster as dg
 
 from metaclip_assets import settings
+from metaclip_assets.defs import automation
 from metaclip_assets.defs.acquisition_assets import ImageSourceResource, acquisition_report, webdataset_shards
-from metaclip_assets.defs.automation import (
-    CrawlIndexResource,
-    cc_snapshot_job,
-    cc_snapshot_sensor,
-    crawl_files,
-    metaclip_automation_sensor,
-    recurate_job,
-    recurate_latest_schedule,
-    with_automation,
-)
 from metaclip_assets.defs.eval_assets import eval_metrics
 from metaclip_assets.defs.launcher import TrainingLauncher
 from metaclip_assets.defs.metadata_asset import metadata_entries
@@ -31,18 +22,18 @@ eval_assets = [eval_metrics]
 # What runs on crawl files already in place (the sample, a local mirror, tests).
 pipeline_assets = [*curation_assets, *acquisition_assets, *training_assets, *eval_assets]
 # crawl_files downloads WAT files for snapshots the sensor discovers; it needs the crawl_index resource.
-all_assets = with_automation([crawl_files, *pipeline_assets])
+all_assets = automation.with_automation([automation.crawl_files, *pipeline_assets])
 
 defs = dg.Definitions(
     assets=all_assets,
-    jobs=[cc_snapshot_job, recurate_job],
-    sensors=[cc_snapshot_sensor, metaclip_automation_sensor],
-    schedules=[recurate_latest_schedule],
+    jobs=[automation.cc_snapshot_job, automation.recurate_job],
+    sensors=[automation.cc_snapshot_sensor, automation.metaclip_automation_sensor],
+    schedules=[automation.recurate_latest_schedule],
     resources={
         "curation_storage": CurationStorage(),
         "image_source": ImageSourceResource(),
         # local subprocess by default; METACLIP_TRAINING_MODE=k8s submits GPU pods via PipesK8sClient
         "training_launcher": TrainingLauncher(mode=settings.training_mode()),
-        "crawl_index": CrawlIndexResource(),
+        "crawl_index": automation.CrawlIndexResource(),
     },
 )

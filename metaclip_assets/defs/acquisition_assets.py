@@ -22,6 +22,7 @@ from metaclip_assets.acquisition.steps import SOURCE_DEFAULTS, ShardSettings, So
 from metaclip_assets.defs.partitions import (
     NUM_SHARDS,
     all_shards_of_snapshot,
+    blocking_check,
     snapshot_and_shard,
     snapshot_partitions,
     snapshot_shard_partitions,
@@ -108,17 +109,13 @@ class WebdatasetShardsConfig(dg.Config):
     description="This shard's curated pairs as webdataset tar shards (<key>.jpg/.txt/.json) for open_clip, "
     "with a parquet index and a failure table (one row per pair not written, with a reason code). Resumable.",
     check_specs=[
-        dg.AssetCheckSpec(
+        blocking_check(
             SHARDS_READABLE,
-            asset="webdataset_shards",
-            blocking=True,
-            description="webdataset reads back exactly the index's samples, each with jpg, txt, json",
+            "webdataset_shards",
+            "webdataset reads back exactly the index's samples, each with jpg, txt, json",
         ),
-        dg.AssetCheckSpec(
-            NOTHING_LOST,
-            asset="webdataset_shards",
-            blocking=True,
-            description="index rows + failure rows == this shard's curated rows, each pair once",
+        blocking_check(
+            NOTHING_LOST, "webdataset_shards", "index rows + failure rows == this shard's curated rows, each pair once"
         ),
     ],
 )

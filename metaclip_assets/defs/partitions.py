@@ -1,5 +1,6 @@
 """Partitions: one dynamic partition per CommonCrawl snapshot, crossed with static shards of its files."""
 
+import functools
 from collections.abc import Callable
 
 import dagster as dg
@@ -49,6 +50,19 @@ def backfill_policy_from_env(value: str | None = None) -> dg.BackfillPolicy:
 
 
 one_run_per_range = backfill_policy_from_env()
+
+# The curation assets' shared decorator arguments: their group, their partitions and the backfill policy above.
+shard_asset = functools.partial(
+    dg.asset, group_name="curation", partitions_def=snapshot_shard_partitions, backfill_policy=one_run_per_range
+)
+snapshot_asset = functools.partial(
+    dg.asset, group_name="curation", partitions_def=snapshot_partitions, backfill_policy=one_run_per_range
+)
+
+
+def blocking_check(name: str, asset: str, description: str) -> dg.AssetCheckSpec:
+    """A check whose failure stops the run's downstream steps."""
+    return dg.AssetCheckSpec(name, asset=asset, blocking=True, description=description)
 
 
 def run_partition_keys(context: dg.AssetExecutionContext) -> list[str]:

@@ -10,32 +10,22 @@ from metaclip_assets.curation import steps
 from metaclip_assets.curation.checks import SHARD_NOT_EMPTY
 from metaclip_assets.defs.partitions import (
     NUM_SHARDS,
+    blocking_check,
     materialize_each,
-    one_run_per_range,
     run_partition_keys,
-    snapshot_shard_partitions,
+    shard_asset,
     split_key,
 )
 from metaclip_assets.defs.resources import CurationStorage
 from metaclip_assets.defs.results import materialize_result
 
 
-@dg.asset(
-    group_name="curation",
-    partitions_def=snapshot_shard_partitions,
-    backfill_policy=one_run_per_range,
+@shard_asset(
     deps=["crawl_files"],
     kinds={"polars", "parquet"},
     description="Image-text pairs read from this shard's CommonCrawl WAT/WARC files, with provenance; "
     "bad records skipped and counted by reason.",
-    check_specs=[
-        dg.AssetCheckSpec(
-            SHARD_NOT_EMPTY,
-            asset="crawl_pool",
-            blocking=True,
-            description="The shard had crawl files and they yielded pairs.",
-        )
-    ],
+    check_specs=[blocking_check(SHARD_NOT_EMPTY, "crawl_pool", "The shard had crawl files and they yielded pairs.")],
 )
 def crawl_pool(context: dg.AssetExecutionContext, curation_storage: CurationStorage) -> dg.MaterializeResult:
     storage, crawl = curation_storage.storage(), curation_storage.crawl_storage()
@@ -68,10 +58,7 @@ class MatchConfig(dg.Config):
     )
 
 
-@dg.asset(
-    group_name="curation",
-    partitions_def=snapshot_shard_partitions,
-    backfill_policy=one_run_per_range,
+@shard_asset(
     deps=[crawl_pool, "metadata_entries"],
     kinds={"polars", "parquet"},
     description="Pool pairs whose text matches at least one metadata entry (MetaCLIP v1 substring matching), "

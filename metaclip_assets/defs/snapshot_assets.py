@@ -13,10 +13,10 @@ from metaclip_assets.defs.partitions import (
     NUM_SHARDS,
     SNAPSHOT_PARTITIONS_NAME,
     all_shards_of_snapshot,
+    blocking_check,
     materialize_each,
-    one_run_per_range,
     run_partition_keys,
-    snapshot_partitions,
+    snapshot_asset,
 )
 from metaclip_assets.defs.pool_assets import matched_pool
 from metaclip_assets.defs.resources import CurationStorage
@@ -24,20 +24,16 @@ from metaclip_assets.defs.results import materialize_result
 from metaclip_assets.metadata.current import load_current_metadata
 
 
-@dg.asset(
-    group_name="curation",
-    partitions_def=snapshot_partitions,
-    backfill_policy=one_run_per_range,
+@snapshot_asset(
     deps=[dg.AssetDep(matched_pool, partition_mapping=all_shards_of_snapshot)],
     kinds={"numpy"},
     description="uint64 match count per metadata entry over the whole snapshot (all shards, cross-shard "
     "duplicates removed), plus the cumulative counts over all snapshots up to this one (TiC-style).",
     check_specs=[
-        dg.AssetCheckSpec(
+        blocking_check(
             COUNTS_SUM_TO_MATCHES,
-            asset="entry_counts",
-            blocking=True,
-            description="Sum of counts == number of (pair, entry) matches in the matched set.",
+            "entry_counts",
+            "Sum of counts == number of (pair, entry) matches in the matched set.",
         )
     ],
 )
@@ -83,20 +79,16 @@ class BalanceConfig(dg.Config):
     )
 
 
-@dg.asset(
-    group_name="curation",
-    partitions_def=snapshot_partitions,
-    backfill_policy=one_run_per_range,
+@snapshot_asset(
     deps=[entry_counts],
     kinds={"polars", "parquet"},
     description="The MetaCLIP-balanced subset: a pair is kept if any matched entry samples it with "
     "probability t / max(count, t). Deterministic per pair and seed, independent of sharding.",
     check_specs=[
-        dg.AssetCheckSpec(
+        blocking_check(
             CURATED_SUBSET_OF_MATCHED,
-            asset="balanced_subset",
-            blocking=True,
-            description="Every curated pair is in the matched set, with the same entries.",
+            "balanced_subset",
+            "Every curated pair is in the matched set, with the same entries.",
         )
     ],
 )
@@ -128,20 +120,14 @@ def balanced_subset(
     return materialize_each(context, sorted(run_partition_keys(context)), one)
 
 
-@dg.asset(
-    group_name="curation",
-    partitions_def=snapshot_partitions,
-    backfill_policy=one_run_per_range,
+@snapshot_asset(
     deps=[balanced_subset],
     kinds={"json", "markdown"},
     description="MetaCLIP data card of the snapshot: entry -> count before and after balancing, the funnel, "
     "bad records, head/tail tables and the cumulative-matches plot.",
     check_specs=[
-        dg.AssetCheckSpec(
-            TOTALS_MATCH_PARQUET,
-            asset="data_card",
-            blocking=True,
-            description="The card's totals equal the row counts of the parquet files.",
+        blocking_check(
+            TOTALS_MATCH_PARQUET, "data_card", "The card's totals equal the row counts of the parquet files."
         )
     ],
 )
