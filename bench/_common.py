@@ -7,6 +7,7 @@ absolute times move by up to ~1.5x with the neighbours' load. The load average i
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import os
 import platform
@@ -183,6 +184,22 @@ def record(title: str, info: dict[str, str], body: str, loads: Sequence[str], pa
 # The shared 2-vCPU machine does not always give 2x for 2 processes (co-tenants, possibly SMT siblings on the host):
 # a trivially parallel pure-Python loop measured 1.30-1.74x here. Benchmarks that report a multi-process speedup time
 # this loop in the same rounds so that the ceiling under the same conditions stands beside the result.
+
+
+def parser(doc: str, rounds: int = 3) -> argparse.ArgumentParser:
+    """An argument parser with the flags every curation benchmark takes: --rounds, --seed, --record."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=rounds)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--record", action="store_true", help="append the results to bench/RESULTS.md")
+    return ap
+
+
+def timed(fn: Callable, *args: object) -> tuple[object, float]:
+    """(fn(*args), wall seconds it took): for one-off builds reported beside the timed rounds."""
+    t0 = time.perf_counter()
+    out = fn(*args)
+    return out, time.perf_counter() - t0
 
 
 def run_child(code_template: str, *args: object) -> dict:

@@ -19,7 +19,6 @@ Usage: .venv/bin/python bench/bench_balancing.py [--rows 10000000] [--rounds 5] 
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -89,13 +88,10 @@ def ours(offsets, entry_ids, pair_ids, num_entries, t, seed=0, balance=balance_p
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = C.parser(__doc__, rounds=5)
     ap.add_argument("--rows", type=int, default=10_000_000)
     ap.add_argument("--entries", type=int, default=500_000)
     ap.add_argument("--t", type=float, default=20.0)
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--record", action="store_true")
     args = ap.parse_args(argv)
     info = C.machine_info()
     print(info)

@@ -26,7 +26,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
@@ -36,12 +35,11 @@ import polars as pl  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
-from bench_matching import build_metaclip_automaton, upstream_spacing  # noqa: E402
+from bench_matching import build_metaclip_automaton, built_matcher, upstream_spacing  # noqa: E402
 from bench_wat import open_wat, wat_parser  # noqa: E402
 from gen_metadata import generate_metadata  # noqa: E402
 
 from metaclip_assets.crawl.build import build_pool  # noqa: E402
-from metaclip_assets.curation.matching import Matcher  # noqa: E402
 from metaclip_assets.curation.stages import match_pool  # noqa: E402
 from metaclip_assets.storage import PARQUET_OPTIONS  # noqa: E402
 
@@ -163,14 +161,9 @@ def main(argv: list[str] | None = None) -> None:
     info, path = open_wat(args)
     metadata, _ = generate_metadata(args.entries, args.seed)
     builds = {}
-    t0 = time.perf_counter()
-    automaton = build_metaclip_automaton(metadata)
-    builds["baseline"] = time.perf_counter() - t0
+    automaton, builds["baseline"] = C.timed(build_metaclip_automaton, metadata)
     # the token tables are built lazily: build them here, as a shard run does once per process
-    t0 = time.perf_counter()
-    matcher = Matcher(metadata)
-    matcher.build_batch_engine()
-    builds["ours"] = time.perf_counter() - t0
+    matcher, builds["ours"] = C.timed(built_matcher, metadata)
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)

@@ -18,7 +18,6 @@ Usage: .venv/bin/python bench/bench_ids.py [--rows 200000] [--mib 64] [--rounds 
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import ssl
@@ -55,16 +54,13 @@ def constructor_pair_ids(urls: list[str], texts: list[str]) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = C.parser(__doc__, rounds=5)
     ap.add_argument("--rows", type=int, default=200_000, help="rows in all (files of --mib repeated)")
     ap.add_argument("--mib", type=float, default=64, help="uncompressed WAT size of one file (MiB)")
     ap.add_argument("--entries", type=int, default=500_000)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--workdir", type=Path, default=WORKDIR)
     ap.add_argument("--e2e-cpu-s", type=float, default=0.82, help="bench_e2e ours, CPU s for one 64 MiB file")
     ap.add_argument("--e2e-pairs", type=int, default=35_831, help="pairs of that file")
-    ap.add_argument("--record", action="store_true")
     args = ap.parse_args(argv)
     info = C.machine_info()
     info["openssl"] = ssl.OPENSSL_VERSION

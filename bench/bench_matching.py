@@ -24,7 +24,6 @@ Usage: .venv/bin/python bench/bench_matching.py [--entries 500000] [--texts 2000
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import os
@@ -149,19 +148,23 @@ print(json.dumps(dict(base=base, after_build=after, peak=C.peak_rss_mb(), build_
 """
 
 
+def built_matcher(metadata: list[str]) -> Matcher:
+    """Our matcher with its token tables built (they are built lazily, on first use)."""
+    matcher = Matcher(metadata)
+    matcher.build_batch_engine()
+    return matcher
+
+
 def measure_rss(kind: str, md_path: Path, tx_path: Path) -> dict:
     return C.run_child(RSS_CHILD, kind, md_path, tx_path)
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = C.parser(__doc__)
     ap.add_argument("--entries", type=int, default=500_000)
     ap.add_argument("--texts", type=int, default=200_000)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-rss", action="store_true", help="skip the fresh-process memory measurement")
     ap.add_argument("--spin", type=int, default=12_000_000, help="iterations of the 2-process calibration loop")
-    ap.add_argument("--record", action="store_true", help="append the results to bench/RESULTS.md")
     args = ap.parse_args(argv)
     info = C.machine_info()
     print(info)
@@ -172,20 +175,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"generated {len(metadata):,} entries, {len(texts):,} texts in {time.perf_counter() - t0:.1f} s")
 
     builds = {}
-    t0 = time.perf_counter()
-    a_auto = build_metaclip_automaton(metadata)
-    builds["a"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    b_auto = build_store_ints(metadata)
-    builds["b"] = time.perf_counter() - t0
+    a_auto, builds["a"] = C.timed(build_metaclip_automaton, metadata)
+    b_auto, builds["b"] = C.timed(build_store_ints, metadata)
     # Both engines are built lazily on first use: time each build explicitly.
-    t0 = time.perf_counter()
-    matcher = Matcher(metadata)
-    matcher.build_batch_engine()
-    builds["c"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    matcher._ac  # noqa: B018 - the property builds the automaton; its time is what is measured
-    builds["e"] = time.perf_counter() - t0
+    matcher, builds["c"] = C.timed(built_matcher, metadata)
+    _, builds["e"] = C.timed(lambda: matcher._ac)  # the property builds the automaton
     print("build s:", {k: round(v, 2) for k, v in builds.items()})
 
     t0 = time.perf_counter()

@@ -53,13 +53,10 @@ def wat_file(mib: float, seed: int, entries: int, workdir: Path = WORKDIR) -> tu
 
 def wat_parser(doc: str) -> argparse.ArgumentParser:
     """The flags the WAT benchmarks share (this one and bench_e2e.py)."""
-    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap = C.parser(doc)
     ap.add_argument("--mib", type=float, default=128, help="uncompressed WAT size (MiB)")
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--entries", type=int, default=500_000)
-    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--workdir", type=Path, default=WORKDIR)
-    ap.add_argument("--record", action="store_true")
     return ap
 
 

@@ -45,6 +45,13 @@ def _find_magic(f, start: int) -> int:
     return -1
 
 
+def _next_block(f, buf: bytes, base: int) -> tuple[bytes, memoryview, int, int]:
+    """The read block after `buf` (which starts at file offset `base`): (block, its view, position 0, its offset)."""
+    base += len(buf)
+    buf = f.read(_READ_SIZE)
+    return buf, memoryview(buf), 0, base
+
+
 def iter_gzip_members(path: Path, stats: ReadStats) -> Iterator[tuple[int, bytes]]:
     """Yield (compressed offset, inflated bytes) per gzip member.
 
@@ -59,9 +66,7 @@ def iter_gzip_members(path: Path, stats: ReadStats) -> Iterator[tuple[int, bytes
         in_bad_region = False
         while True:
             if pos >= len(buf):
-                base += len(buf)
-                buf = f.read(_READ_SIZE)
-                mv, pos = memoryview(buf), 0
+                buf, mv, pos, base = _next_block(f, buf, base)
                 if not buf:
                     return
             start = base + pos
@@ -70,9 +75,7 @@ def iter_gzip_members(path: Path, stats: ReadStats) -> Iterator[tuple[int, bytes
             try:
                 while True:
                     if pos >= len(buf):
-                        base += len(buf)
-                        buf = f.read(_READ_SIZE)
-                        mv, pos = memoryview(buf), 0
+                        buf, mv, pos, base = _next_block(f, buf, base)
                         if not buf:
                             stats.skip("truncated_gzip")
                             return
