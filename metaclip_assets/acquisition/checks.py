@@ -23,6 +23,13 @@ from metaclip_assets.storage import Storage
 SHARDS_READABLE = "shards_readable"
 NOTHING_LOST = "nothing_lost"
 ACCOUNTS_FOR_CURATED_SUBSET = "accounts_for_curated_subset"
+# What each check asserts, as the UI shows it beside the check.
+DESCRIPTIONS = {
+    SHARDS_READABLE: "webdataset reads back exactly the index's samples, each with jpg, txt, json",
+    NOTHING_LOST: "index rows + failure rows == this shard's curated rows, each pair once",
+    ACCOUNTS_FOR_CURATED_SUBSET: "Every pair of the current balanced subset is in exactly one shard's index or failure "
+    "table, and every tar in the folder is listed in an index (no stale or foreign tars for training to pick up).",
+}
 SAMPLE_MEMBERS = ("jpg", "txt", "json")
 
 

@@ -17,6 +17,13 @@ SHARD_NOT_EMPTY = "shard_not_empty"
 COUNTS_SUM_TO_MATCHES = "counts_sum_to_matches"
 CURATED_SUBSET_OF_MATCHED = "curated_subset_of_matched"
 TOTALS_MATCH_PARQUET = "totals_match_parquet"
+# What each check asserts, as the UI shows it beside the check.
+DESCRIPTIONS = {
+    SHARD_NOT_EMPTY: "The shard had crawl files and they yielded pairs.",
+    COUNTS_SUM_TO_MATCHES: "Sum of counts == number of (pair, entry) matches in the matched set.",
+    CURATED_SUBSET_OF_MATCHED: "Every curated pair is in the matched set, with the same entries.",
+    TOTALS_MATCH_PARQUET: "The card's totals equal the row counts of the parquet files.",
+}
 
 
 def shard_not_empty(files: int, pairs: int) -> CheckResult:

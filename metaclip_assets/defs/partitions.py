@@ -60,9 +60,10 @@ snapshot_asset = functools.partial(
 )
 
 
-def blocking_check(name: str, asset: str, description: str) -> dg.AssetCheckSpec:
-    """A check whose failure stops the run's downstream steps."""
-    return dg.AssetCheckSpec(name, asset=asset, blocking=True, description=description)
+def check_spec(name: str, asset: str, descriptions: dict[str, str], blocking: bool = True) -> dg.AssetCheckSpec:
+    """The spec of a check computed in a plain module, with the description that module gives it; by default
+    blocking (a failure stops the run's downstream steps)."""
+    return dg.AssetCheckSpec(name, asset=asset, blocking=blocking, description=descriptions[name])
 
 
 def run_partition_keys(context: dg.AssetExecutionContext) -> list[str]:

@@ -7,10 +7,10 @@ import dagster as dg
 from pydantic import Field
 
 from metaclip_assets.curation import steps
-from metaclip_assets.curation.checks import SHARD_NOT_EMPTY
+from metaclip_assets.curation.checks import DESCRIPTIONS, SHARD_NOT_EMPTY
 from metaclip_assets.defs.partitions import (
     NUM_SHARDS,
-    blocking_check,
+    check_spec,
     materialize_each,
     run_partition_keys,
     shard_asset,
@@ -25,7 +25,7 @@ from metaclip_assets.defs.results import materialize_result
     kinds={"polars", "parquet"},
     description="Image-text pairs read from this shard's CommonCrawl WAT/WARC files, with provenance; "
     "bad records skipped and counted by reason.",
-    check_specs=[blocking_check(SHARD_NOT_EMPTY, "crawl_pool", "The shard had crawl files and they yielded pairs.")],
+    check_specs=[check_spec(SHARD_NOT_EMPTY, "crawl_pool", DESCRIPTIONS)],
 )
 def crawl_pool(context: dg.AssetExecutionContext, curation_storage: CurationStorage) -> dg.MaterializeResult:
     storage, crawl = curation_storage.storage(), curation_storage.crawl_storage()

@@ -8,12 +8,17 @@ import dagster as dg
 from pydantic import Field
 
 from metaclip_assets.curation import steps
-from metaclip_assets.curation.checks import COUNTS_SUM_TO_MATCHES, CURATED_SUBSET_OF_MATCHED, TOTALS_MATCH_PARQUET
+from metaclip_assets.curation.checks import (
+    COUNTS_SUM_TO_MATCHES,
+    CURATED_SUBSET_OF_MATCHED,
+    DESCRIPTIONS,
+    TOTALS_MATCH_PARQUET,
+)
 from metaclip_assets.defs.partitions import (
     NUM_SHARDS,
     SNAPSHOT_PARTITIONS_NAME,
     all_shards_of_snapshot,
-    blocking_check,
+    check_spec,
     materialize_each,
     run_partition_keys,
     snapshot_asset,
@@ -29,13 +34,7 @@ from metaclip_assets.metadata.current import load_current_metadata
     kinds={"numpy"},
     description="uint64 match count per metadata entry over the whole snapshot (all shards, cross-shard "
     "duplicates removed), plus the cumulative counts over all snapshots up to this one (TiC-style).",
-    check_specs=[
-        blocking_check(
-            COUNTS_SUM_TO_MATCHES,
-            "entry_counts",
-            "Sum of counts == number of (pair, entry) matches in the matched set.",
-        )
-    ],
+    check_specs=[check_spec(COUNTS_SUM_TO_MATCHES, "entry_counts", DESCRIPTIONS)],
 )
 def entry_counts(context: dg.AssetExecutionContext, curation_storage: CurationStorage) -> dg.MaterializeResult:
     storage = curation_storage.storage()
@@ -84,13 +83,7 @@ class BalanceConfig(dg.Config):
     kinds={"polars", "parquet"},
     description="The MetaCLIP-balanced subset: a pair is kept if any matched entry samples it with "
     "probability t / max(count, t). Deterministic per pair and seed, independent of sharding.",
-    check_specs=[
-        blocking_check(
-            CURATED_SUBSET_OF_MATCHED,
-            "balanced_subset",
-            "Every curated pair is in the matched set, with the same entries.",
-        )
-    ],
+    check_specs=[check_spec(CURATED_SUBSET_OF_MATCHED, "balanced_subset", DESCRIPTIONS)],
 )
 def balanced_subset(
     context: dg.AssetExecutionContext, config: BalanceConfig, curation_storage: CurationStorage
@@ -125,11 +118,7 @@ def balanced_subset(
     kinds={"json", "markdown"},
     description="MetaCLIP data card of the snapshot: entry -> count before and after balancing, the funnel, "
     "bad records, head/tail tables and the cumulative-matches plot.",
-    check_specs=[
-        blocking_check(
-            TOTALS_MATCH_PARQUET, "data_card", "The card's totals equal the row counts of the parquet files."
-        )
-    ],
+    check_specs=[check_spec(TOTALS_MATCH_PARQUET, "data_card", DESCRIPTIONS)],
 )
 def data_card(context: dg.AssetExecutionContext, curation_storage: CurationStorage) -> dg.MaterializeResult:
     storage = curation_storage.storage()
