@@ -60,7 +60,7 @@ class UrlResolver:
                 self._dir = path[: path.rfind("/") + 1] or "/"
 
     def shortcut_parts(self) -> tuple[bool, str | None, str | None, str | None]:
-        """(parses, origin, scheme, dir): the state resolve()'s shortcuts read, for the compiled copy in _native.c."""
+        """(parses, origin, scheme, dir): the state resolve()'s shortcuts read, for the compiled copy in _native/wat_rows.c."""
         return self._parses, self._origin, self._scheme, self._dir
 
     def resolve(self, src: str) -> str | None:

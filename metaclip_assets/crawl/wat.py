@@ -23,7 +23,7 @@ from pathlib import Path
 import orjson
 import polars as pl
 
-try:  # the compiled row builder (_native.c), built by `pip install`; the Python path is its reference
+try:  # the compiled row builder (_native/wat_rows.c), built by `pip install`; the Python path is its reference
     from metaclip_assets import _native
 except ImportError:  # pragma: no cover - e.g. a source checkout that was never installed
     _native = None

@@ -31,7 +31,7 @@ import ahocorasick_rs
 import numpy as np
 import polars as pl
 
-try:  # the token engine as one compiled hash table (_native.c), built by `pip install`
+try:  # the token engine as one compiled hash table (_native/token_match.c), built by `pip install`
     from metaclip_assets import _native
 except ImportError:  # pragma: no cover - a source checkout that was never installed
     _native = None
