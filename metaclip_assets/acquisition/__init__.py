@@ -3,7 +3,8 @@
     from metaclip_assets.acquisition import HttpImageSource, WarcReplaySource, acquire
 
 `HttpImageSource` fetches from the web (bounded, polite, SSRF-safe); `WarcReplaySource` replays image
-responses from WARC files. Both implement `ImageSource.fetch(url) -> FetchResult`, which `acquire` uses.
+responses from WARC files. Both implement `ImageSource.fetch(url) -> FetchResult`, which `acquire` uses. Also the
+acquisition report and its checks. Must not import `training`, `evaluation`, `sample`, `defs` or Dagster.
 """
 
 from metaclip_assets.acquisition.fetch_http import (
