@@ -16,7 +16,6 @@ import hashlib
 import inspect
 import json
 import os
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,11 +30,11 @@ from metaclip_assets.acquisition.process import ProcessConfig
 from metaclip_assets.acquisition.source import ImageSource
 from metaclip_assets.acquisition.warc_replay import WarcReplaySource
 from metaclip_assets.checks import CheckResult
+from metaclip_assets.progress import PROGRESS_EVERY_S, Every
 from metaclip_assets.sharding import shard_of
 from metaclip_assets.storage import Storage
 
 Log = Callable[[str], None]
-PROGRESS_EVERY_S = 5.0
 _PROCESS = ProcessConfig()  # slots: its defaults are read off an instance
 _HTTP = inspect.signature(HttpImageSource.__init__).parameters  # its keyword defaults are the source's defaults
 
@@ -145,13 +144,12 @@ def rows_for_shard(curated: pl.DataFrame, shard: int, num_shards: int) -> pl.Dat
 
 def progress_logger(log: Log, label: str, total: int) -> Callable[[dict, float], None]:
     """`acquire`'s progress callback: one log line after each tar, and every few seconds while fetching."""
-    last = [float("-inf")]
+    every = Every(at_once=True)
 
     def report(counts, rate: float) -> None:
         done = sum(counts.values())
-        if done < total and time.monotonic() - last[0] < PROGRESS_EVERY_S:
+        if not every.due(force=done >= total):
             return
-        last[0] = time.monotonic()
         failed = {k: v for k, v in sorted(counts.items()) if k != "ok"}
         log(
             f"{label}: {done:,}/{total:,} rows ({100 * done / max(total, 1):.0f}%), "

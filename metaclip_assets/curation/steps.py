@@ -38,12 +38,12 @@ from metaclip_assets.curation.stages import (
     merge_shards,
 )
 from metaclip_assets.metadata.current import load_current_metadata
+from metaclip_assets.progress import Every
 from metaclip_assets.sharding import files_for_shard
 from metaclip_assets.storage import Storage, local_files
 
 Log = Callable[[str], None]
 CRAWL_SUFFIXES = (".wat.gz", ".warc.gz")
-PROGRESS_EVERY_S = 5.0
 COUNT_MODES = ("snapshot", "cumulative")
 
 
@@ -104,11 +104,10 @@ def pool_shard(
     names = files_for_shard(all_files, shard, num_shards)
     log(f"shard {shard:03d}/{num_shards}: {len(names)} of {len(all_files)} crawl files: {names}")
 
-    last = [time.monotonic()]
+    every = Every()
 
     def progress(stats) -> None:  # visible in the run log while a big shard is read
-        if time.monotonic() - last[0] >= PROGRESS_EVERY_S:
-            last[0] = time.monotonic()
+        if every.due():
             log(f"progress: {stats.records_read:,} records, {stats.pairs:,} pairs, skips {stats.skips}")
 
     with local_files(crawl, [f"{snapshot}/{n}" for n in names]) as paths:

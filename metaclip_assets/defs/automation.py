@@ -28,7 +28,6 @@ resource, whose defaults read the METACLIP_CRAWL_* / METACLIP_*_SNAPSHOT* / inte
 
 import gzip
 import json
-import time
 
 import dagster as dg
 from pydantic import Field
@@ -54,11 +53,11 @@ from metaclip_assets.defs.partitions import (
     snapshot_shard_partitions,
 )
 from metaclip_assets.defs.resources import CurationStorage
+from metaclip_assets.progress import Every
 from metaclip_assets.sharding import shard_of
 from metaclip_assets.storage import Storage
 
 PATHS_CACHE = "_wat.paths.gz"  # "_" prefix: Storage.list, and so crawl_pool, skips it
-PROGRESS_EVERY_S = 5.0
 
 
 class CrawlIndexResource(dg.ConfigurableResource):
@@ -123,11 +122,10 @@ def crawl_files(
         f"{snapshot} shard {shard:03d}/{NUM_SHARDS}: {len(mine)} of {len(paths)} WAT files "
         f"from {crawl_index.base_url} to {crawl.uri(snapshot)}"
     )
-    last = [time.monotonic()]
+    every = Every()
 
     def progress(result, total: int) -> None:
-        if time.monotonic() - last[0] >= PROGRESS_EVERY_S:
-            last[0] = time.monotonic()
+        if every.due():
             context.log.info(
                 f"{len(result.downloaded) + len(result.skipped) + len(result.failed)}/{total} files, "
                 f"{result.bytes_downloaded / 1e6:,.1f} MB downloaded, {len(result.failed)} failed"
