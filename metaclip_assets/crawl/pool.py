@@ -107,7 +107,7 @@ def empty_pool() -> pl.DataFrame:
 
 
 def pair_ids(urls: list[str], texts: list[str]) -> np.ndarray:
-    """Contract key: little-endian blake2b-64 of url + NUL + text (see /tmp/design.md), from hashlib.
+    """The pair id: little-endian blake2b-64 of url + NUL + text, from hashlib (a stored contract: never change it).
 
     Each row copies one empty blake2b-64 state: ~1.2x faster than `blake2b(data, digest_size=8)`, whose keyword
     parsing dominates for short inputs (bench/bench_ids.py). One formatted string per pair (a single encode;
