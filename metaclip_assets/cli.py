@@ -3,6 +3,8 @@
 - `make-sample`: generate the bundled sample snapshot (deterministic, offline) under the data root.
 - `register-snapshot`: add CommonCrawl snapshot ids as dynamic partitions (no Dagster CLI command does this).
 - `list-snapshots`: show the registered snapshot partitions.
+- `export`: a checkpoint as open_clip's hub folder (`--to open_clip`) or a transformers CLIPModel (`--to hf`).
+- `evaluate`: zero-shot (ImageNet wnid folders, any subset) and retrieval numbers for any open_clip model.
 """
 
 from __future__ import annotations
@@ -14,6 +16,17 @@ from pathlib import Path
 
 from metaclip_assets import settings
 from metaclip_assets.defs.partitions import SNAPSHOT_PARTITIONS_NAME
+from metaclip_assets.evaluation.standalone import add_arguments as add_evaluate_arguments
+
+
+def _snapshot_arg(text: str) -> str:
+    """Snapshot ids become folder names and partition keys: only the documented pattern passes (layout.py)."""
+    from metaclip_assets import layout
+
+    try:
+        return layout.snapshot_id(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _instance():
@@ -54,6 +67,31 @@ def cmd_list(args: argparse.Namespace) -> None:
         print(key)
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from metaclip_assets.export.run import export
+
+    formats = list(dict.fromkeys(args.to or ["open_clip"]))
+    # One format: DIR is the export. Several: one subfolder each.
+    targets = {formats[0]: Path(args.out)} if len(formats) == 1 else {f: Path(args.out) / f for f in formats}
+    try:
+        results = export(args.checkpoint, targets, arch=args.arch)
+    except (FileNotFoundError, FileExistsError, ValueError) as e:
+        sys.exit(f"export failed: {e}")
+    for fmt, r in results.items():
+        print(f"{fmt}: {r['folder']} ({len(r['files'])} files, {r['bytes'] / 2**20:.1f} MiB); load it with:")
+        print("    " + r["usage"].replace("\n", "\n    "))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from metaclip_assets.evaluation import standalone
+
+    try:
+        code = standalone.main(args)
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f"evaluate failed: {e}")
+    sys.exit(code)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="metaclip-assets", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -61,14 +99,23 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("make-sample", help="generate the bundled sample snapshot(s)")
     p.add_argument("--data-root", default=settings.data_root())
-    p.add_argument("--snapshot", nargs="+", default=["SAMPLE-2024-10"])
+    p.add_argument("--snapshot", nargs="+", default=["SAMPLE-2024-10"], type=_snapshot_arg)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_make_sample)
     p = sub.add_parser("register-snapshot", help="add snapshot ids as dynamic partitions of cc_snapshot")
-    p.add_argument("snapshot", nargs="+")
+    p.add_argument("snapshot", nargs="+", type=_snapshot_arg, help="CC-MAIN-YYYY-WW or a custom id")
     p.set_defaults(func=cmd_register)
     p = sub.add_parser("list-snapshots", help="print the registered snapshot partitions")
     p.set_defaults(func=cmd_list)
+    p = sub.add_parser("export", help="write a checkpoint in open_clip's hub layout or as a transformers CLIPModel")
+    p.add_argument("checkpoint", help="a checkpoint file (ours, any version, or open_clip_train's with --arch)")
+    p.add_argument("--to", action="append", choices=["open_clip", "hf"], help="format (repeat for both: DIR/<format>/)")
+    p.add_argument("--out", required=True, help="the folder to write (replaced if it holds an earlier export)")
+    p.add_argument("--arch", help="open_clip architecture, for checkpoints that do not name theirs")
+    p.set_defaults(func=cmd_export)
+    p = sub.add_parser("evaluate", help="zero-shot / retrieval results.json for any open_clip model")
+    add_evaluate_arguments(p)
+    p.set_defaults(func=cmd_evaluate)
     args = parser.parse_args(argv)
     args.func(args)
 

@@ -8,6 +8,7 @@ from metaclip_assets import settings
 from metaclip_assets.defs import automation
 from metaclip_assets.defs.acquisition_assets import ImageSourceResource, acquisition_report, webdataset_shards
 from metaclip_assets.defs.eval_assets import eval_metrics
+from metaclip_assets.defs.export_assets import exported_model
 from metaclip_assets.defs.launcher import TrainingLauncher
 from metaclip_assets.defs.metadata_asset import metadata_entries
 from metaclip_assets.defs.pool_assets import crawl_pool, matched_pool
@@ -19,8 +20,9 @@ curation_assets = [metadata_entries, crawl_pool, matched_pool, entry_counts, bal
 acquisition_assets = [webdataset_shards, acquisition_report]
 training_assets = [clip_checkpoint]
 eval_assets = [eval_metrics]
+export_assets = [exported_model]
 # What runs on crawl files already in place (the sample, a local mirror, tests).
-pipeline_assets = [*curation_assets, *acquisition_assets, *training_assets, *eval_assets]
+pipeline_assets = [*curation_assets, *acquisition_assets, *training_assets, *eval_assets, *export_assets]
 # crawl_files downloads WAT files for snapshots the sensor discovers; it needs the crawl_index resource.
 all_assets = automation.with_automation([automation.crawl_files, *pipeline_assets])
 

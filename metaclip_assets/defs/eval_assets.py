@@ -21,7 +21,7 @@ from metaclip_assets.evaluation.__main__ import CHECK_FINITE, CHECK_REGRESSION, 
 from metaclip_assets.evaluation.config import EvalConfig
 from metaclip_assets.evaluation.plan import eval_config_for
 from metaclip_assets.training.plan import ASSET_DEFAULTS as TRAIN_DEFAULTS
-from metaclip_assets.training.plan import checkpoint_path
+from metaclip_assets.training.plan import earlier_snapshots, require_checkpoint, resolve_checkpoints
 
 
 class ZeroShotSetConfig(dg.Config):
@@ -33,7 +33,8 @@ class ZeroShotSetConfig(dg.Config):
     format: str = Field(default=datasets.ZEROSHOT_FORMAT, description="'folder' or 'wds' (samples with a 'cls' field)")
     classnames: str | None = Field(
         default=None,
-        description="JSON/txt file, or 'openai_imagenet'; default: classnames.json in the set, else folder names",
+        description="JSON/txt file, or 'openai_imagenet'; default: classnames.json in the set, else ImageNet-1k "
+        "names for wnid folders (n01440764, ...), else folder names",
     )
     classnames_key: str | None = None
     templates: str | None = Field(
@@ -43,6 +44,11 @@ class ZeroShotSetConfig(dg.Config):
     )
     templates_key: str | None = None
     max_per_class: int | None = None
+    label_space: str | None = Field(
+        default=None,
+        description="'present' (the folders there) or 'full' (the whole class list); default: full when class "
+        "names are given, else present",
+    )
 
 
 class RetrievalSetConfig(dg.Config):
@@ -135,11 +141,18 @@ def eval_metrics(
     snapshot = context.partition_key
     registered = context.instance.get_dynamic_partitions(SNAPSHOT_PARTITIONS_NAME)
     data_root = training_launcher.training_data_root(curation_storage.data_root)
-    ckpt = checkpoint_path(data_root, config.experiment, config.model, snapshot)
-    run_id = training_run_of(context.instance, snapshot, ckpt)
-    eval_config = eval_config_for(config.model_dump(), snapshot, registered, data_root, run_id)
+    # Every checkpoint through its snapshot's training pointer (the current run version), this snapshot's required.
+    storage = curation_storage.storage()
+    current = require_checkpoint(storage, config.experiment, config.model, snapshot)
+    keys = resolve_checkpoints(storage, config.experiment, config.model, earlier_snapshots(snapshot, registered))
+    keys[snapshot] = current.key
+    ckpt = f"{data_root.rstrip('/')}/{current.key}"
+    # The MLflow run: the materialization's if it wrote this checkpoint, else the one the pointer's run recorded.
+    reported = current.record.get("reported", {})
+    run_id = training_run_of(context.instance, snapshot, ckpt) or reported.get("mlflow_run_id")
+    eval_config = eval_config_for(config.model_dump(), snapshot, registered, data_root, run_id, keys)
     context.log.info(
-        f"evaluating {ckpt} ({len(eval_config['zeroshot'])} zero-shot, "
+        f"evaluating {ckpt} (run version {current.version}; {len(eval_config['zeroshot'])} zero-shot, "
         f"{len(eval_config['retrieval'])} retrieval sets, matrix over "
         f"{len(eval_config['eval_sets'])} snapshots) via {training_launcher.mode} on {config.device}"
     )

@@ -19,7 +19,8 @@ class EvalConfig:
     output_dir: str | None = None  # metrics.json, matrix.json, matrix.png, eval_config.json
     cache_dir: str | None = None  # None: <output_dir>/../cache
     # Zero-shot sets: {name, path, format: folder|wds, classnames, classnames_key, templates, templates_key,
-    # max_per_class, optional}; an `optional` set whose path is missing is skipped (a snapshot without a split).
+    # max_per_class, label_space, optional}; an `optional` set whose path is missing is skipped (a snapshot
+    # without a split).
     zeroshot: list[dict] = field(default_factory=list)
     # Retrieval sets: {name, path, format: jsonl|coco, image_dir, max_images}.
     retrieval: list[dict] = field(default_factory=list)

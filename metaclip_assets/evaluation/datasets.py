@@ -1,12 +1,17 @@
 """Evaluation data: class names and prompt templates, zero-shot sets (image folder or webdataset), retrieval sets.
 
 Formats, as users bring them:
-- image folder: `<root>/<class>/<image>` (ImageNet val layout). Folder names are matched to class names by
-  name, else by sorted position (ImageNet's wnid folders sort into the standard class index order).
+- image folder: `<root>/<class>/<image>` (ImageNet val layout). A folder is labelled by its name, never by its
+  position among the folders (a subset would be mislabelled): the class name it is called by (`_` read as a
+  space), its entry in a `{folder: class name}` JSON object, or, for ImageNet-1k wnids (`n01440764`), its class
+  by wnid (`imagenet.py`). Folders with no such name (wnid-like or digits-only, no class-name source) are an
+  error that says what to pass, never prompts made of ids. The label space is every class of the class-name
+  source given, else the classes present; `label_space` ('present' / 'full') overrides.
 - webdataset: tar shards of `<key>.{jpg,png,webp}` + `<key>.cls` (integer label), clip_benchmark's layout.
 - class names / templates: a JSON list, a JSON object keyed by dataset (clip_benchmark's `en_classnames.json`,
   `en_zeroshot_classification_templates.json`; pick with `*_key`), or a text file with one per line.
-  "openai_imagenet" means open_clip's copy of OpenAI's 1000 ImageNet names / 80 templates.
+  "openai_imagenet" means open_clip's copy of OpenAI's 1000 ImageNet names / 80 templates. Class names may
+  also be a JSON object `{folder: class name}` (string values).
 - retrieval: JSON lines `{"image": <path, relative to the file>, "captions": [...]}`, or COCO's
   `captions_*.json` with the image directory beside it.
 """
@@ -15,11 +20,14 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import inspect
 import json
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from metaclip_assets.evaluation import imagenet
 
 ZEROSHOT_FORMAT = "folder"  # a set's format when its spec names none ('wds' is the other)
 RETRIEVAL_FORMAT = "jsonl"  # ('coco' is the other)
@@ -30,13 +38,18 @@ OPENAI_IMAGENET = "openai_imagenet"
 # Files a dataset may carry beside its images (the sample's eval split does; clip_benchmark's wds sets do).
 CLASSNAME_FILES = ("classnames.json", "classnames.txt")
 TEMPLATE_FILES = ("templates.json", "zeroshot_classification_templates.txt", "templates.txt")
+PRESENT, FULL = "present", "full"  # label spaces: the classes with a folder / every class of the name source
+LABEL_SPACES = (PRESENT, FULL)
 
 
 # ---- class names and templates ----------------------------------------------------------------------------
-def _read_list(path: str | os.PathLike, key: str | None) -> list[str]:
+def _read_list(path: str | os.PathLike, key: str | None, mapping: bool = False) -> list[str] | dict[str, str]:
+    """With `mapping`, a JSON object of strings is returned as it is ({folder: class name})."""
     path = Path(path)
     if path.suffix == ".json":
         data = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(data, dict) and key is None and mapping and all(isinstance(v, str) for v in data.values()):
+            return data
         if isinstance(data, dict):
             if key is None:
                 raise ValueError(f"{path} holds several datasets ({', '.join(sorted(data))[:200]}): set a key")
@@ -56,30 +69,51 @@ def openai_imagenet() -> tuple[list[str], list[str]]:
     return list(IMAGENET_CLASSNAMES), [t("{}") for t in OPENAI_IMAGENET_TEMPLATES]
 
 
+def _shipped(root: str | os.PathLike | None, names: tuple[str, ...]) -> Path | None:
+    """The first of `names` beside the dataset's images."""
+    return next((Path(root) / n for n in names if root is not None and (Path(root) / n).is_file()), None)
+
+
+def _with_key(path: str | os.PathLike, key: str | None) -> str:
+    return f"{path}[{key}]" if key else str(path)
+
+
+def classnames_and_source(
+    spec: str | None, key: str | None = None, root: str | os.PathLike | None = None
+) -> tuple[list[str] | dict[str, str] | None, str]:
+    """The class names (a list, or a {folder: class name} object) and where they came from; None: none given."""
+    if spec == OPENAI_IMAGENET:
+        return openai_imagenet()[0], imagenet.NAMES_SOURCE
+    path = spec or _shipped(root, CLASSNAME_FILES)
+    if path:
+        return _read_list(path, key, mapping=True), _with_key(path, key)
+    return None, ""
+
+
 def load_classnames(
     spec: str | None, key: str | None = None, root: str | os.PathLike | None = None
-) -> list[str] | None:
-    if spec == OPENAI_IMAGENET:
-        return openai_imagenet()[0]
-    if spec:
-        return _read_list(spec, key)
-    for name in CLASSNAME_FILES:  # shipped with the dataset
-        if root is not None and (Path(root) / name).is_file():
-            return _read_list(Path(root) / name, key)
-    return None
+) -> list[str] | dict[str, str] | None:
+    return classnames_and_source(spec, key, root)[0]
+
+
+def templates_and_source(
+    spec: str | None, key: str | None = None, root: str | os.PathLike | None = None
+) -> tuple[list[str], str]:
+    """Default: the templates shipped with the dataset, else OpenAI's 80 ImageNet templates."""
+    path = spec if spec != OPENAI_IMAGENET else None
+    if spec is None:
+        path = _shipped(root, TEMPLATE_FILES)
+    if path:
+        templates, source = _read_list(path, key), _with_key(path, key)
+    else:
+        templates, source = openai_imagenet()[1], "open_clip.zero_shot_metadata.OPENAI_IMAGENET_TEMPLATES"
+    if not templates:
+        raise ValueError(f"no prompt templates in {source}")
+    return templates, source
 
 
 def load_templates(spec: str | None, key: str | None = None, root: str | os.PathLike | None = None) -> list[str]:
-    """Default: the templates shipped with the dataset, else OpenAI's 80 ImageNet templates."""
-    if spec and spec != OPENAI_IMAGENET:
-        templates = _read_list(spec, key)
-    elif spec is None and root is not None and any((Path(root) / n).is_file() for n in TEMPLATE_FILES):
-        templates = _read_list(next(Path(root) / n for n in TEMPLATE_FILES if (Path(root) / n).is_file()), key)
-    else:
-        templates = openai_imagenet()[1]
-    if not templates:
-        raise ValueError("no prompt templates")
-    return templates
+    return templates_and_source(spec, key, root)[0]
 
 
 def fill(template: str, classname: str) -> str:
@@ -96,37 +130,115 @@ class ZeroShotSet:
     samples: list[tuple[str, int]] = field(default_factory=list)  # image folder: (path, label)
     shards: list[str] = field(default_factory=list)  # webdataset
     source: str = ""
+    class_ids: list[str] = field(default_factory=list)  # per label: its wnid / folder / index
+    label_space: str = FULL
+    classnames_source: str = ""
+    templates_source: str = ""
 
     @property
     def kind(self) -> str:
         return "wds" if self.shards else "folder"
 
+    def class_keys(self) -> list[str]:
+        """One key per label for per-class results: the class name, with its id where a name repeats (OpenAI's
+        ImageNet names have 'missile' and 'sunglasses' twice)."""
+        ids = self.class_ids or [str(i) for i in range(len(self.classnames))]
+        seen = [n for n in self.classnames if self.classnames.count(n) > 1]
+        return [f"{n} ({i})" if n in seen else n for n, i in zip(self.classnames, ids)]
+
+
+@dataclass
+class FolderClasses:
+    label_of: dict[str, int]  # folder -> label
+    names: list[str]  # label -> class name
+    ids: list[str]  # label -> wnid / folder / the name itself
+    label_space: str
+    source: str
+
+
+def _unresolved(root, folders: list[str], why: str) -> ValueError:
+    return ValueError(
+        f"{root}: {len(folders)} class folders ({', '.join(folders[:3])}{', ...' if len(folders) > 3 else ''}) "
+        f"{why}. Give a class-name source (`classnames`, CLI --classnames FILE): a JSON object "
+        "{folder: class name}, or a list of the names the folders are called by"
+    )
+
+
+def folder_classes(
+    root: str | os.PathLike,
+    dirs: list[str],
+    classnames: list[str] | dict[str, str] | None,
+    label_space: str | None = None,
+    source: str = "",
+) -> FolderClasses:
+    """Label each folder by its name (see the module docstring); never by its position."""
+    if label_space not in (None, *LABEL_SPACES):
+        raise ValueError(f"label_space must be one of {LABEL_SPACES}, got {label_space!r}")
+    if isinstance(classnames, dict):
+        missing = [d for d in dirs if d not in classnames]
+        if missing:
+            raise _unresolved(root, missing, f"have no entry in the class-name object {source}")
+        ids, names = list(classnames), list(classnames.values())
+        index = {d: ids.index(d) for d in dirs}
+    elif classnames is not None:
+        first: dict[str, int] = {}
+        for i, c in enumerate(classnames):
+            first.setdefault(c, i)
+        index = {d: first.get(d, first.get(d.replace("_", " "))) for d in dirs}
+        ids, names = list(classnames), list(classnames)
+        if None in index.values() and len(classnames) == imagenet.N_CLASSES and imagenet.all_imagenet(dirs):
+            # 1000 names and wnid folders: the names are in ImageNet-1k's class-index order (clip_benchmark's
+            # and open_clip's lists are), so a folder's class is its wnid's index.
+            index = {d: imagenet.index_of()[d] for d in dirs}
+            ids, source = list(imagenet.wnids()), f"{source} by wnid ({imagenet.WNID_SOURCE})"
+        missing = [d for d, i in index.items() if i is None]
+        if missing:
+            raise _unresolved(root, missing, f"are not among the {len(classnames)} class names of {source}")
+    elif imagenet.all_imagenet(dirs):
+        ids, names = list(imagenet.wnids()), list(imagenet.classnames())
+        index = {d: imagenet.index_of()[d] for d in dirs}
+        source = f"ImageNet-1k by wnid: {imagenet.WNID_SOURCE} + {imagenet.NAMES_SOURCE}"
+    else:
+        wnid_like = [d for d in dirs if imagenet.looks_like_wnid(d)]
+        unknown = [d for d in wnid_like if d not in imagenet.index_of()]
+        if unknown:
+            raise _unresolved(root, unknown, "look like WordNet ids but are not ImageNet-1k classes")
+        if wnid_like:  # never a wnid as a prompt
+            other = [d for d in dirs if d not in wnid_like][:3]
+            raise _unresolved(root, wnid_like, f"are ImageNet-1k wnids beside other folders ({', '.join(other)})")
+        nameless = [d for d in dirs if not any(ch.isalpha() for ch in d)]
+        if nameless:
+            raise _unresolved(root, nameless, "are not class names")
+        ids, names = list(dirs), [d.replace("_", " ") for d in dirs]
+        index = {d: i for i, d in enumerate(dirs)}
+        source, label_space = "folder names", PRESENT  # all there is
+    space = label_space or (FULL if classnames is not None else PRESENT)
+    if space == PRESENT:
+        kept = sorted(set(index.values()))
+        new = {old: i for i, old in enumerate(kept)}
+        index, ids, names = {d: new[i] for d, i in index.items()}, [ids[i] for i in kept], [names[i] for i in kept]
+    return FolderClasses(index, names, ids, space, source)
+
 
 def image_folder(
-    root: str | os.PathLike, classnames: list[str] | None, max_per_class: int | None = None
-) -> tuple[list[tuple[str, int]], list[str]]:
+    root: str | os.PathLike,
+    classnames: list[str] | dict[str, str] | None,
+    max_per_class: int | None = None,
+    label_space: str | None = None,
+    source: str = "",
+) -> tuple[list[tuple[str, int]], FolderClasses]:
     root = Path(root)
     dirs = sorted(d.name for d in root.iterdir() if d.is_dir())
     if not dirs:
         raise FileNotFoundError(f"{root}: no class folders (expected <root>/<class>/<image>)")
-    if classnames is None:
-        classnames = [d.replace("_", " ") for d in dirs]
-    if set(dirs) <= set(classnames):
-        label_of = {d: classnames.index(d) for d in dirs}
-    elif len(dirs) == len(classnames):
-        label_of = {d: i for i, d in enumerate(dirs)}
-    else:
-        raise ValueError(
-            f"{root}: {len(dirs)} class folders do not match {len(classnames)} class names "
-            "(neither by name nor by count)"
-        )
+    classes = folder_classes(root, dirs, classnames, label_space, source)
     samples = []
     for d in dirs:
         files = sorted(p for p in (root / d).iterdir() if p.suffix in IMAGE_SUFFIXES)
-        samples += [(str(p), label_of[d]) for p in files[:max_per_class]]
+        samples += [(str(p), classes.label_of[d]) for p in files[:max_per_class]]
     if not samples:
         raise FileNotFoundError(f"{root}: no images")
-    return samples, classnames
+    return samples, classes
 
 
 def shard_list(spec: str | list[str]) -> list[str]:
@@ -151,20 +263,42 @@ def zero_shot_set(
     templates: str | None = None,
     templates_key: str | None = None,
     max_per_class: int | None = None,
+    label_space: str | None = None,
 ) -> ZeroShotSet:
     root = path if os.path.isdir(path) else os.path.dirname(path)
-    names = load_classnames(classnames, classnames_key, root)
-    prompts = load_templates(templates, templates_key, root)
+    names, names_from = classnames_and_source(classnames, classnames_key, root)
+    prompts, prompts_from = templates_and_source(templates, templates_key, root)
     if fmt == "folder":
-        samples, names = image_folder(path, names, max_per_class)
-        return ZeroShotSet(name, names, prompts, samples=samples, source=str(path))
+        samples, c = image_folder(path, names, max_per_class, label_space, names_from)
+        return ZeroShotSet(
+            name,
+            c.names,
+            prompts,
+            samples,
+            source=str(path),
+            class_ids=c.ids,
+            label_space=c.label_space,
+            classnames_source=c.source,
+            templates_source=prompts_from,
+        )
     if fmt == "wds":
-        if names is None:
-            raise ValueError(f"{name}: a webdataset needs class names (classnames file or {CLASSNAME_FILES})")
+        if not isinstance(names, list):
+            raise ValueError(f"{name}: a webdataset needs a list of class names (classnames or {CLASSNAME_FILES})")
+        if label_space == PRESENT:
+            raise ValueError(f"{name}: label_space 'present' needs an image folder; a webdataset uses its class list")
         shards = shard_list(path)
         if not shards or not all("://" in s or s.startswith("pipe:") or os.path.isfile(s) for s in shards):
             raise FileNotFoundError(f"{name}: no shards at {path}")
-        return ZeroShotSet(name, names, prompts, shards=shards, source=str(path))
+        return ZeroShotSet(
+            name,
+            names,
+            prompts,
+            shards=shards,
+            source=str(path),
+            class_ids=[str(i) for i in range(len(names))],
+            classnames_source=names_from,
+            templates_source=prompts_from,
+        )
     raise ValueError(f"{name}: format must be 'folder' or 'wds', got {fmt!r}")
 
 
@@ -217,6 +351,40 @@ def retrieval_set(
     if not images or any(not c for c in captions):
         raise ValueError(f"{name}: need images, each with at least one caption")
     return RetrievalSet(name, images, captions, source=str(path))
+
+
+SPEC_INTS = ("max_per_class", "max_images")
+
+
+def parse_spec(text: str) -> dict:
+    """A set from the command line, `NAME=PATH[,key=value...]` or `NAME={json}`, as the config's dict (`name`,
+    `path`, and the keys `zero_shot_set` / `retrieval_set` take: format, classnames, templates, *_key, ...)."""
+    name, sep, rest = text.partition("=")
+    if not sep or not name or not rest:
+        raise ValueError(f"{text!r}: expected NAME=PATH[,key=value...] or NAME={{json}}")
+    if rest.lstrip().startswith("{"):
+        return {"name": name, **json.loads(rest)}
+    path, *pairs = rest.split(",")
+    spec: dict = {"name": name, "path": path}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"{text!r}: {pair!r} is not key=value")
+        spec[key] = int(value) if key in SPEC_INTS else value
+    return spec
+
+
+def from_spec(spec: dict) -> ZeroShotSet | RetrievalSet:
+    """A config dict with `kind` 'zeroshot' or 'retrieval' (default zeroshot) as its set."""
+    spec = dict(spec)
+    kind, name, path = spec.pop("kind", "zeroshot"), spec.pop("name"), spec.pop("path")
+    make, fmt = (zero_shot_set, ZEROSHOT_FORMAT) if kind == "zeroshot" else (retrieval_set, RETRIEVAL_FORMAT)
+    known = set(inspect.signature(make).parameters) - {"name", "path", "fmt"}
+    if set(spec) - known - {"format"}:  # a typo must not become a TypeError deep inside
+        raise ValueError(
+            f"{name}: unknown keys {sorted(set(spec) - known - {'format'})}; {kind} sets take {sorted(known)}"
+        )
+    return make(name, path, spec.pop("format", fmt), **spec)
 
 
 def fingerprint(obj: ZeroShotSet | RetrievalSet) -> str:

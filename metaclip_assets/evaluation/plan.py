@@ -10,7 +10,7 @@ from typing import Any
 
 from metaclip_assets import layout
 from metaclip_assets.evaluation.config import HELDOUT
-from metaclip_assets.training.plan import checkpoint_path
+from metaclip_assets.training.plan import checkpoint_path, earlier_snapshots
 
 
 def eval_config_for(
@@ -19,16 +19,24 @@ def eval_config_for(
     registered: list[str],
     data_root: str,
     training_run_id: str | None = None,
+    checkpoint_keys: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The evaluation process's config from `request` (the asset's config fields, nested sets as dicts). Files
     that do not exist (snapshots not trained yet, no held-out split) are left out by the process, which is the side
-    that can see them. '{data_root}' in a set's paths becomes the root."""
+    that can see them. '{data_root}' in a set's paths becomes the root.
+
+    `checkpoint_keys`: {snapshot: checkpoint key under the data root} as resolved through the training pointers
+    (training/plan.resolve_checkpoints; it must hold `snapshot`, earlier ones not trained are left out); None: the
+    layout before versioned run dirs."""
     root = data_root.rstrip("/")
     experiment, model = request["experiment"], request["model"]
-    upto = sorted(s for s in registered if s <= snapshot)  # snapshot ids sort in time order
-    if snapshot not in upto:
-        upto.append(snapshot)
-    checkpoints = {s: checkpoint_path(root, experiment, model, s) for s in upto}
+    upto = [*earlier_snapshots(snapshot, registered), snapshot]
+    if checkpoint_keys is None:
+        checkpoints = {s: checkpoint_path(root, experiment, model, s) for s in upto}
+    elif snapshot not in checkpoint_keys:
+        raise ValueError(f"no checkpoint given for {snapshot}: materialize clip_checkpoint for {snapshot} first")
+    else:
+        checkpoints = {s: f"{root}/{checkpoint_keys[s]}" for s in upto if s in checkpoint_keys}
     eval_sets = {s: f"{root}/{layout.eval_set_dir(s)}" for s in upto}
 
     def sub(path: str | None) -> str | None:

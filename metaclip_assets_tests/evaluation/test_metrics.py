@@ -218,18 +218,31 @@ def _jpg(path, colour=(200, 10, 10)):
     Image.new("RGB", (8, 8), colour).save(path)
 
 
-def test_image_folder_maps_folders_by_name_or_by_sorted_index(tmp_path):
-    for d in ("n02", "n01", "n03"):  # wnid-style folders: sorted order is the class index
-        _jpg(tmp_path / "imnet" / d / "x.jpg")
-    samples, names = datasets.image_folder(tmp_path / "imnet", ["tench", "goldfish", "shark"])
-    assert [(p.split("/")[-2], y) for p, y in samples] == [("n01", 0), ("n02", 1), ("n03", 2)]
-    for d in ("dog", "cat"):
+def test_image_folder_maps_folders_by_name_never_by_position(tmp_path):
+    for d in ("dog", "cat", "sea_lion"):
         _jpg(tmp_path / "named" / d / "a.jpg")
         _jpg(tmp_path / "named" / d / "b.png")
-    samples, names = datasets.image_folder(tmp_path / "named", ["zebra", "dog", "cat"], max_per_class=1)
-    assert [(p.split("/")[-2], y) for p, y in samples] == [("cat", 2), ("dog", 1)] and len(names) == 3
-    with pytest.raises(ValueError, match="do not match"):
+    samples, c = datasets.image_folder(tmp_path / "named", ["zebra", "dog", "sea lion", "cat"], max_per_class=1)
+    assert [(p.split("/")[-2], y) for p, y in samples] == [("cat", 3), ("dog", 1), ("sea_lion", 2)]
+    assert c.names == ["zebra", "dog", "sea lion", "cat"] and c.label_space == "full"  # the list given
+    samples, c = datasets.image_folder(tmp_path / "named", ["zebra", "dog", "sea lion", "cat"], label_space="present")
+    assert c.names == ["dog", "sea lion", "cat"] and sorted({y for _, y in samples}) == [0, 1, 2]
+    assert [c.names[y] for p, y in samples] == [p.split("/")[-2].replace("_", " ") for p, _ in samples]
+    # As many names as folders, but other names: the old sorted-position fallback would have labelled these.
+    with pytest.raises(ValueError, match="not among the 3 class names.*JSON object"):
         datasets.image_folder(tmp_path / "named", ["a", "b", "c"])
+    samples, c = datasets.image_folder(tmp_path / "named", {"dog": "puppy", "cat": "kitten", "sea_lion": "seal"})
+    assert c.names == ["puppy", "kitten", "seal"] and [c.names[y] for _, y in samples[::2]] == [
+        "kitten",
+        "puppy",
+        "seal",
+    ]
+    samples, c = datasets.image_folder(tmp_path / "named", None)  # no source: the folder names are the names
+    assert c.names == ["cat", "dog", "sea lion"] and c.source == "folder names"
+    for d in ("0", "1"):
+        _jpg(tmp_path / "digits" / d / "a.jpg")
+    with pytest.raises(ValueError, match="are not class names.*--classnames"):
+        datasets.image_folder(tmp_path / "digits", None)
 
 
 def test_names_and_templates_from_files(tmp_path):

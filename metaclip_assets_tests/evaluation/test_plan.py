@@ -50,6 +50,19 @@ def test_paths_come_from_layout():
     assert cfg["zeroshot"] == [{"name": HELDOUT, "path": cfg["eval_sets"][s2], "optional": True}]
 
 
+def test_checkpoints_resolved_through_the_training_pointers_are_used():
+    """The asset hands over each snapshot's current run version (training/plan.resolve_checkpoints): this
+    snapshot's is required, earlier ones not trained drop out of the TiC-CLIP matrix."""
+    s0, s1, s2 = "CC-MAIN-2023-50", "CC-MAIN-2024-10", "CC-MAIN-2024-18"
+    request = EvalMetricsConfig(experiment="e", model="m").model_dump()
+    keys = {s: layout.training_checkpoint_key("e", "m", s, f"v{s[-2:]}") for s in (s1, s2)}
+    cfg = eval_config_for(request, s2, [s0, s1, s2], "/data/", checkpoint_keys=keys)
+    assert cfg["checkpoint"] == f"/data/{keys[s2]}" and cfg["checkpoints"] == {s: f"/data/{keys[s]}" for s in (s1, s2)}
+    assert set(cfg["eval_sets"]) == {s0, s1, s2}
+    with pytest.raises(ValueError, match=f"materialize clip_checkpoint for {s2} first"):
+        eval_config_for(request, s2, [s1, s2], "/data", checkpoint_keys={s1: keys[s1]})
+
+
 def test_mlflow_store_rule_has_one_home(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     root = str(tmp_path / "data")
