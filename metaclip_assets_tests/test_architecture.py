@@ -202,7 +202,7 @@ def upward_imports(root: Path, package: str) -> list[str]:
 # What each plain package or module must not import (relative to the package), from its docstring and the layering
 # crawl, metadata < curation < acquisition < training < evaluation; `sample` writes crawl files and imports none
 # of them. "*" means: nothing of the package outside itself and the names in ALLOWED.
-JOBS = ("crawl", "metadata", "curation", "acquisition", "training", "evaluation", "sample")
+JOBS = ("crawl", "metadata", "curation", "acquisition", "training", "evaluation", "export", "sample")
 CONTRACTS: dict[str, tuple[str, ...]] = {
     "crawl": ("metadata", "curation", "acquisition", "training", "evaluation", "sample"),
     "metadata": ("crawl", "curation", "acquisition", "training", "evaluation", "sample"),
@@ -210,6 +210,7 @@ CONTRACTS: dict[str, tuple[str, ...]] = {
     "acquisition": ("training", "evaluation", "sample"),
     "training": ("evaluation", "sample"),
     "evaluation": ("sample",),
+    "export": ("crawl", "metadata", "curation", "acquisition", "evaluation", "sample"),
     "sample": tuple(j for j in JOBS if j != "sample"),
     "sample.warc_writer": ("crawl",),
     "_native": ("*",),

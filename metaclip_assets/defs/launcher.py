@@ -5,13 +5,14 @@ and evaluation both launch here; the assets decide only what to run.
 
 import os
 import sys
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
-from metaclip_assets.training import k8s_pod
+from metaclip_assets.training import k8s_multinode, k8s_pod
 
 TRAIN_MODULE = "metaclip_assets.training"
 EVAL_MODULE = "metaclip_assets.evaluation"
@@ -19,9 +20,15 @@ EVAL_MODULE = "metaclip_assets.evaluation"
 
 class TrainingLauncher(dg.ConfigurableResource):
     """Where training runs. `mode: local` runs a subprocess on this machine (its GPU if it has one); `mode: k8s`
-    submits a pod with `dagster_k8s.PipesK8sClient`. Switching is a config change, not a code change."""
+    submits a pod with `dagster_k8s.PipesK8sClient` (torchrun with one process per GPU when gpu_count > 1);
+    `mode: k8s_multinode` submits `nodes` such pods as one JobSet or Indexed Job (multinode_pipes.py). Switching
+    is a config change, not a code change."""
 
-    mode: str = Field(default="local", description="'local' (PipesSubprocessClient) or 'k8s' (PipesK8sClient)")
+    mode: str = Field(
+        default="local",
+        description="'local' (PipesSubprocessClient), 'k8s' (one pod, PipesK8sClient) or 'k8s_multinode' "
+        "(nodes x gpu_count GPUs, JobSet or Indexed Job)",
+    )
     data_root: str | None = Field(
         default=None,
         description="Data root as the training process sees it. Default: curation_storage's data "
@@ -29,12 +36,15 @@ class TrainingLauncher(dg.ConfigurableResource):
     )
     env: dict[str, str] = Field(default={}, description="Extra environment, e.g. MLFLOW_TRACKING_URI.")
     python_executable: str | None = Field(default=None, description="local mode: interpreter (default: this one)")
+    local_processes: int = Field(
+        default=1, description="local mode: training processes on this machine (torchrun, one per GPU); 1: plain"
+    )
     # ---- k8s mode -----------------------------------------------------------------------------------------
     image: str = "ghcr.io/example/metaclip-train:0.1.0"
     image_pull_policy: str = "IfNotPresent"
     namespace: str = "metaclip"
     service_account: str = "metaclip-trainer"
-    gpu_count: int = 1
+    gpu_count: int = Field(default=1, description="GPUs per pod (per node in k8s_multinode); >1 runs torchrun")
     cpu_request: str = "8"
     cpu_limit: str = "16"
     memory_request: str = "64Gi"
@@ -59,11 +69,25 @@ class TrainingLauncher(dg.ConfigurableResource):
     kubeconfig_file: str | None = None
     poll_interval: float = 10.0
     pod_wait_timeout: float = Field(default=0, description="seconds; 0 waits forever (training can take days)")
+    # ---- k8s_multinode mode (the k8s settings above make each node's pod) ---------------------------------------
+    nodes: int = Field(default=2, description="k8s_multinode: pods (nodes), each with gpu_count GPUs")
+    multinode_engine: str = Field(
+        default="jobset",
+        description="k8s_multinode: 'jobset' (needs the JobSet controller, see k8s/README.md) or 'indexed_job' "
+        "(plain Indexed Job + headless Service, no add-on)",
+    )
+    rendezvous_port: int = Field(default=29500, description="k8s_multinode: torchrun c10d rendezvous port on pod 0")
+    rendezvous_timeout_s: int = Field(
+        default=900, description="k8s_multinode: how long nodes wait for each other (scheduling, image pulls)"
+    )
+    ttl_seconds_after_finished: int = Field(
+        default=3600, description="k8s_multinode: cluster-side cleanup if this run could not delete the job itself"
+    )
 
     def training_data_root(self, curation_data_root: str) -> str:
         if self.data_root:
             return self.data_root
-        if self.mode == "k8s":
+        if self.mode.startswith("k8s"):
             return self.data_mount_path
         return curation_data_root if "://" in curation_data_root else os.path.abspath(curation_data_root)
 
@@ -84,22 +108,24 @@ class TrainingLauncher(dg.ConfigurableResource):
         # writable /tmp because the pod's root filesystem is read-only.
         env = {"PYTHONUNBUFFERED": "1", **self.env}
         if self.mode == "local":
-            command = [self.python_executable or sys.executable, "-m", module]
+            python = self.python_executable or sys.executable
+            processes = self.local_processes if module == TRAIN_MODULE else 1
+            command = k8s_pod.pod_command(module, processes)
+            # this interpreter for `python` and for torchrun (`python -m torch.distributed.run`), whatever is on PATH
+            command = (
+                [python, *command[1:]] if processes <= 1 else [python, "-m", "torch.distributed.run", *command[1:]]
+            )
             # The child inherits this environment (PipesSubprocessClient merges os.environ); `env` goes on top.
             return dg.PipesSubprocessClient().run(context=context, command=command, extras=extras, env=env)
         if self.mode == "k8s":
             from dagster_k8s import PipesK8sClient
 
-            client = PipesK8sClient(
-                load_incluster_config=self.load_incluster_config,
-                kubeconfig_file=self.kubeconfig_file,
-                poll_interval=self.poll_interval,
-            )
-            return client.run(
+            return PipesK8sClient(**self._cluster_access()).run(
                 context=context,
                 extras=extras,
                 namespace=self.namespace,
-                command=["python", "-m", module],
+                # one process per GPU for training; evaluation is one process
+                command=k8s_pod.pod_command(module, self.gpu_count if gpu and module == TRAIN_MODULE else 1),
                 env={"HOME": "/tmp", **env},
                 base_pod_spec=self.pod_spec(
                     gpu=gpu, container_name="trainer" if component == "training" else "evaluator"
@@ -107,7 +133,34 @@ class TrainingLauncher(dg.ConfigurableResource):
                 base_pod_meta={"labels": {**self.pod_labels, "app.kubernetes.io/component": component}},
                 pod_wait_timeout=self.pod_wait_timeout,
             )
-        raise ValueError(f"TrainingLauncher.mode must be 'local' or 'k8s', got {self.mode!r}")
+        if self.mode == "k8s_multinode":
+            return self._launch_multinode(context, extras, module, env, component)
+        raise ValueError(f"TrainingLauncher.mode must be 'local', 'k8s' or 'k8s_multinode', got {self.mode!r}")
+
+    def _cluster_access(self) -> dict[str, Any]:
+        return {
+            "load_incluster_config": self.load_incluster_config,
+            "kubeconfig_file": self.kubeconfig_file,
+            "poll_interval": self.poll_interval,
+        }
+
+    def _launch_multinode(
+        self, context: dg.AssetExecutionContext, extras: dict[str, Any], module: str, env: dict, component: str
+    ) -> dg.PipesClientCompletedInvocation:
+        if module != TRAIN_MODULE:
+            raise ValueError(f"k8s_multinode runs training only; run {module} with mode 'k8s' or 'local'")
+        from metaclip_assets.defs.multinode_pipes import PipesK8sMultinodeClient
+
+        # a DNS label short enough for JobSet's pod host names (<name>-node-0-<index>, 63 at most)
+        name = f"metaclip-{context.run_id[:8]}-{uuid.uuid4().hex[:6]}"
+        labels = {**self.pod_labels, "app.kubernetes.io/component": component}
+        return PipesK8sMultinodeClient(**self._cluster_access()).run(
+            context=context,
+            extras=extras,
+            render=lambda pipes_env: k8s_multinode.render(self, name, self.namespace, module, pipes_env, labels),
+            env={"HOME": "/tmp", **env},
+            wait_timeout=self.pod_wait_timeout,
+        )
 
     def launch_and_relay(
         self,

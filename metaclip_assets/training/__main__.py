@@ -3,6 +3,9 @@
 Launched by Dagster Pipes (the `clip_checkpoint` asset, as a subprocess or a Kubernetes pod) it reads its config
 from the Pipes extra `train_config`, streams progress to the run log and reports the materialization and the
 `loss_finite` check back. Launched by hand it runs standalone and prints the result as JSON.
+
+Data-parallel: `torchrun --nproc_per_node N -m metaclip_assets.training --config cfg.json` (training/distributed.py);
+rank 0 does all of the above, the other ranks train silently.
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ def materialization_metadata(result: dict) -> dict:
         "first_loss": {"raw_value": result["first_loss"], "type": "float"},
         "samples_seen": {"raw_value": result["samples_seen"], "type": "int"},
         "steps": {"raw_value": result["steps"], "type": "int"},
-        "samples_per_s": {"raw_value": round(result["samples_per_s"], 2), "type": "float"},
+        "samples_per_s": {"raw_value": round(result["samples_per_s"], 2), "type": "float"},  # summed over ranks
+        "world_size": {"raw_value": result["world_size"], "type": "int"},
+        "global_batch": {"raw_value": result["global_batch"], "type": "int"},
         "checkpoint_path": {"raw_value": result["checkpoint_path"], "type": "path"},
         "device": {"raw_value": result["device"], "type": "text"},
         "strategy": {"raw_value": result["strategy"], "type": "text"},
@@ -50,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({k: v for k, v in result.items() if k != "loss_curve"}, indent=2))
         return 0
 
+    def follower(cfg: TrainConfig) -> int:  # a rank other than 0 under torchrun: trains, says nothing
+        Trainer(cfg, log=lambda m: None).run()
+        return 0
+
     def with_pipes(pipes, cfg: TrainConfig) -> None:
         try:
             result = Trainer(cfg, log=pipes.log.info).run()
@@ -66,7 +75,15 @@ def main(argv: list[str] | None = None) -> int:
             },
         )
 
-    return pipes_entry.run(argv, __package__, __doc__, TrainConfig, "train_config", standalone, with_pipes)
+    try:
+        return pipes_entry.run(
+            argv, __package__, __doc__, TrainConfig, "train_config", standalone, with_pipes, follower=follower
+        )
+    finally:
+        if "torch.distributed" in sys.modules:
+            from metaclip_assets.training import distributed
+
+            distributed.shutdown()
 
 
 if __name__ == "__main__":

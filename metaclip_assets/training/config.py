@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from metaclip_assets import layout
 from metaclip_assets.training.tracking import sqlite_store_uri
 
 STRATEGIES = ("cumulative", "restricted", "sequential", "from_scratch")
@@ -22,9 +23,9 @@ PRECISIONS = ("auto", "amp", "amp_bf16", "fp32")
 # Model names whose recipe lr is 4e-4 (MetaCLIP: L/14, H/14, bigG/14); everything else gets 5e-4.
 LARGE_MODEL_MARKERS = ("-L-", "-H-", "-bigG-", "-g-")
 OPENAI_WARMUP_STEPS = 2000
-# Files in output_dir; here, not in checkpoint.py, so that the asset finds them without importing torch.
-FINAL = "final.pt"  # what the next snapshot warm-starts from and what evaluation loads
-LATEST = "checkpoints/latest.pt"  # the periodic, resumable state
+# Files in output_dir (named in layout.py; re-exported here for the trainer).
+FINAL = layout.FINAL_CHECKPOINT
+LATEST = layout.LATEST_CHECKPOINT
 
 # Fields that do not change what is trained: a checkpoint written under other values of these can be resumed.
 OPERATIONAL_FIELDS = frozenset(
@@ -62,7 +63,7 @@ class TrainConfig:
     warm_start_from: str | None = None
     replay_ratio: float | None = 0.5  # share of old samples in each batch; None: proportional to shard counts
     replay_buffer_samples: int = 10_000
-    batch_size: int = 256
+    batch_size: int = 256  # per process: under torchrun the global batch is batch_size x world size
     samples_budget: int = 1_000_000
     lr: float | None = None
     warmup_steps: int | None = None  # None: min(2000, 10% of the steps); always 0 when warm-started
@@ -105,7 +106,11 @@ class TrainConfig:
 
     @property
     def total_steps(self) -> int:
-        return math.ceil(self.samples_budget / self.batch_size)
+        return self.total_steps_for(1)
+
+    def total_steps_for(self, world_size: int) -> int:
+        """Optimizer steps to the budget when `world_size` processes each take `batch_size` samples per step."""
+        return math.ceil(self.samples_budget / (self.batch_size * world_size))
 
     @property
     def base_lr(self) -> float:
@@ -119,11 +124,15 @@ class TrainConfig:
 
     @property
     def effective_warmup(self) -> int:
+        return self.warmup_for(1)
+
+    def warmup_for(self, world_size: int) -> int:
+        total = self.total_steps_for(world_size)
         if self.warm_started:  # TiC-CLIP: continue from the previous model, fresh cosine, no warmup
             return 0
         if self.warmup_steps is not None:
-            return min(self.warmup_steps, self.total_steps)
-        return min(OPENAI_WARMUP_STEPS, self.total_steps // 10)
+            return min(self.warmup_steps, total)
+        return min(OPENAI_WARMUP_STEPS, total // 10)
 
     def resolve_tracking_uri(self) -> str | None:
         uri = self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")

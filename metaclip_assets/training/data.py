@@ -6,7 +6,9 @@ not epochs, so the stream never ends and a resumed run just draws a fresh stream
 
 from __future__ import annotations
 
+import functools
 import glob
+import hashlib
 import json
 import os
 import random
@@ -123,19 +125,57 @@ class _Mix(torch.utils.data.IterableDataset):
         self.streams, self.probs, self.seed = streams, probs, seed
 
     def __iter__(self):
-        info = torch.utils.data.get_worker_info()
-        rng = random.Random(f"{self.seed}:{info.id if info else 0}")
+        rng = random.Random(worker_seed(self.seed))  # per (rank, worker)
         iters = [iter(s) for s in self.streams]
         while True:
             i = rng.choices(range(len(iters)), weights=self.probs)[0] if len(iters) > 1 else 0
             yield next(iters[i])
 
 
-def _stream(urls: list[str], seed: int, preprocess, shuffle_buffer: int):
+def worker_seed(seed: int) -> int:
+    """A seed for this (rank, data-loader worker): each draws its own resampled shard stream and shuffle order,
+    reproducibly. webdataset 0.2.86 (the release open_clip_train pins) takes the seed as a callable evaluated in the
+    worker, not as a number."""
+    rank, _, worker, _ = wds.utils.pytorch_worker_info()
+    return random.Random(f"{seed}:{rank}:{worker}").getrandbits(31)
+
+
+def _seeded_shuffle(src, seed: int, bufsize: int):
+    yield from wds.filters._shuffle(src, bufsize, min(100, bufsize), random.Random(worker_seed(seed)))
+
+
+def rank_shards(urls: list[str], rank: int, world_size: int) -> list[str]:
+    """This rank's share of the shards (every world_size-th), so ranks read disjoint samples. With fewer shards than
+    ranks every rank reads them all and `_mine` keeps the samples whose key hashes to it (disjoint too)."""
+    return urls[rank::world_size] if len(urls) >= world_size else list(urls)
+
+
+def _key_rank(key: str, world_size: int) -> int:
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") % world_size
+
+
+def _mine(src, rank: int, world_size: int):
+    for sample in src:
+        if _key_rank(sample["__key__"], world_size) == rank:
+            yield sample
+
+
+def samples(urls: list[str], seed: int, shuffle_buffer: int, rank: int = 0, world_size: int = 1):
+    """One rank's endless raw sample stream (dicts with `__key__`): its shards resampled with replacement, seeded
+    per (rank, worker), shuffled."""
+    split_by_key = world_size > 1 and len(urls) < world_size
     return wds.DataPipeline(
-        wds.ResampledShards(urls, seed=seed, deterministic=True),
+        wds.ResampledShards(
+            rank_shards(urls, rank, world_size), worker_seed=functools.partial(worker_seed, seed), deterministic=True
+        ),
         wds.tarfile_to_samples(handler=wds.warn_and_continue),
-        wds.shuffle(shuffle_buffer, initial=min(100, shuffle_buffer), seed=seed),
+        *([functools.partial(_mine, rank=rank, world_size=world_size)] if split_by_key else []),
+        functools.partial(_seeded_shuffle, seed=seed, bufsize=shuffle_buffer),
+    )
+
+
+def _stream(urls: list[str], seed: int, preprocess, shuffle_buffer: int, rank: int = 0, world_size: int = 1):
+    return samples(urls, seed, shuffle_buffer, rank, world_size).compose(
         wds.decode("pilrgb", handler=wds.warn_and_continue),
         wds.to_tuple(IMAGE_EXTS, "txt", handler=wds.warn_and_continue),
         wds.map_tuple(preprocess, lambda text: text),
@@ -143,13 +183,22 @@ def _stream(urls: list[str], seed: int, preprocess, shuffle_buffer: int):
 
 
 def batches(
-    plan: DataPlan, preprocess, tokenizer, batch_size: int, seed: int, shuffle_buffer: int = 1000, workers: int = 0
+    plan: DataPlan,
+    preprocess,
+    tokenizer,
+    batch_size: int,
+    seed: int,
+    shuffle_buffer: int = 1000,
+    workers: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
 ):
-    """Endless iterator of (images [B,3,H,W], tokens [B,ctx]); texts are tokenized per batch, in one call."""
-    streams = [_stream(plan.current, seed, preprocess, shuffle_buffer)]
+    """Endless iterator of (images [B,3,H,W], tokens [B,ctx]) for one rank (B = the per-rank batch); texts are
+    tokenized per batch, in one call. Ranks read disjoint shards (`rank_shards`); seeds differ per rank and worker."""
+    streams = [_stream(plan.current, seed, preprocess, shuffle_buffer, rank, world_size)]
     probs = [1.0]
     if plan.replay and plan.replay_weight > 0:
-        streams.append(_stream(plan.replay, seed + 7919, preprocess, shuffle_buffer))
+        streams.append(_stream(plan.replay, seed + 7919, preprocess, shuffle_buffer, rank, world_size))
         probs = [1.0 - plan.replay_weight, plan.replay_weight]
 
     def collate(samples):

@@ -18,7 +18,7 @@ import open_clip
 import torch
 
 from metaclip_assets import settings
-from metaclip_assets.training import checkpoint, data, models
+from metaclip_assets.training import checkpoint, data, distributed, models
 from metaclip_assets.training.config import TrainConfig, lr_at
 from metaclip_assets.training.tracking import Tracker
 
@@ -70,13 +70,11 @@ class Trainer:
         cfg = self.cfg
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        self.device = torch.device(
-            "cuda"
-            if cfg.device == "auto" and torch.cuda.is_available()
-            else "cpu"
-            if cfg.device == "auto"
-            else cfg.device
-        )
+        # torchrun's process group (or a group of one); under torchrun each rank takes its LOCAL_RANK's GPU.
+        self.group = distributed.init(cfg.device)
+        self.device = self.group.device
+        self.world_size = self.group.world_size
+        self.global_batch = cfg.batch_size * self.world_size
         on_cuda = self.device.type == "cuda"
         self.precision = ("amp" if on_cuda else "fp32") if cfg.precision == "auto" else cfg.precision
         if on_cuda:  # as open_clip_train: TF32 matmuls, cudnn autotuning
@@ -84,9 +82,18 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = True
             torch.backends.cudnn.benchmark = True
         random.seed(cfg.seed)
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
         self.model, self.preprocess, self.tokenizer = models.build(cfg.model, self.device)
-        self.loss_fn = open_clip.ClipLoss()
+        # open_clip's loss over features gathered from every rank: each rank scores its rows against all columns
+        # (local_loss) and gradients flow back through the gather, so the mean over ranks is the 1-process loss
+        # of the global batch, and DDP's averaged gradient is its gradient.
+        self.loss_fn = open_clip.ClipLoss(
+            local_loss=self.group.distributed,
+            gather_with_grad=self.group.distributed,
+            cache_labels=True,
+            rank=self.group.rank,
+            world_size=self.world_size,
+        )
         self.optimizer = torch.optim.AdamW(
             models.param_groups(self.model, cfg.weight_decay), lr=cfg.base_lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps
         )
@@ -95,40 +102,56 @@ class Trainer:
         self.resumed_from: int | None = None
 
         latest = self.out / checkpoint.LATEST
-        for stale in latest.parent.glob(f".{latest.name}.tmp-*"):  # a process killed while saving leaves one
-            stale.unlink(missing_ok=True)
+        checkpoint.remove_stale_temps(latest)  # a process killed while saving leaves one
         if latest.exists():
             state = checkpoint.load(latest)
             if state["fingerprint"] == cfg.fingerprint():
-                self.model.load_state_dict(state["model"])
+                self.model.load_state_dict(checkpoint.model_state(state))
                 self.optimizer.load_state_dict(state["optimizer"])
                 if self.scaler is not None and state.get("scaler"):
                     self.scaler.load_state_dict(state["scaler"])
                 checkpoint.set_rng_state(state["rng"])
                 self.step, self.samples_seen = state["step"], state["samples_seen"]
+                if state.get("world_size", 1) != self.world_size:
+                    # Another world size: the budget is in samples, so the step count follows the samples seen.
+                    self.step = self.samples_seen // self.global_batch
+                    self.log(f"world size {state.get('world_size', 1)} -> {self.world_size}: step {self.step}")
                 self.resumed_from = self.step
                 self.log(f"resumed from {latest} at step {self.step} ({self.samples_seen:,} samples seen)")
             else:
                 self.log(f"warning: {latest} belongs to another training config; starting over")
-                (self.out / "mlflow_run.json").unlink(missing_ok=True)
+                if self.group.is_main:
+                    (self.out / "mlflow_run.json").unlink(missing_ok=True)
         if self.resumed_from is None and cfg.warm_started:
             if not os.path.isfile(cfg.warm_start_from):
                 raise FileNotFoundError(
                     f"warm start checkpoint {cfg.warm_start_from} is missing: train the previous "
                     "snapshot first (or use strategy 'from_scratch')"
                 )
-            self.model.load_state_dict(checkpoint.load(cfg.warm_start_from)["model"])
+            self.model.load_state_dict(checkpoint.model_state(checkpoint.load(cfg.warm_start_from)))
             self.log(f"warm start from {cfg.warm_start_from} (fresh optimizer and schedule, no warmup)")
+        # What the steps run; self.model stays the plain module (saved, clamped, evaluated).
+        self.ddp = (
+            torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+            if self.group.distributed
+            else self.model
+        )
         return self
 
     def _save_latest(self) -> None:
+        if not self.group.is_main:  # rank 0 writes; the others hold the same weights
+            return
         checkpoint.save_atomic(
             {
-                "model": self.model.state_dict(),
+                "state_dict": self.model.state_dict(),  # open_clip's layout (see checkpoint.py)
+                "model_name": self.cfg.model,
                 "optimizer": self.optimizer.state_dict(),
                 "scaler": self.scaler.state_dict() if self.scaler is not None else None,
                 "step": self.step,
                 "samples_seen": self.samples_seen,
+                "world_size": self.world_size,
                 "rng": checkpoint.rng_state(),
                 "config": self.cfg.to_dict(),
                 "fingerprint": self.cfg.fingerprint(),
@@ -143,13 +166,19 @@ class Trainer:
     def run(self, batches=None) -> dict:
         """Train to the budget. `batches` replaces the shard stream (the benchmark feeds open_clip's synthetic data
         through the very same step)."""
-        cfg, log = self.cfg, self.log
+        cfg = self.cfg
         if not hasattr(self, "model"):
             self.prepare()
+        main, group = self.group.is_main, self.group
+        log = self.log if main else (lambda message: None)  # rank 0 speaks (Pipes, stdout) for all
         self.out.mkdir(parents=True, exist_ok=True)
-        plan = data.plan_data(cfg, log)
+        if main:  # a replay buffer is built once, by rank 0; the others then find it
+            plan = data.plan_data(cfg, log)
+        group.barrier()
+        if not main:
+            plan = data.plan_data(cfg, log)
         log(f"data: {json.dumps(plan.summary())}")
-        uri = cfg.resolve_tracking_uri()
+        uri = cfg.resolve_tracking_uri() if main else None
         tracker = Tracker(uri, cfg.experiment, cfg.mlflow_ui_url) if uri else None
         data_card_sha = files_sha256(cfg.data_card_paths)
         if tracker:
@@ -162,9 +191,11 @@ class Trainer:
                 {
                     **cfg.to_dict(),
                     "t": cfg.t,
-                    "total_steps": cfg.total_steps,
+                    "total_steps": cfg.total_steps_for(self.world_size),
+                    "world_size": self.world_size,
+                    "global_batch": self.global_batch,
                     "base_lr_effective": cfg.base_lr,
-                    "warmup_effective": cfg.effective_warmup,
+                    "warmup_effective": cfg.warmup_for(self.world_size),
                     "precision_effective": self.precision,
                     "device_type": self.device.type,
                     "data_card_sha256": data_card_sha or "none",
@@ -185,7 +216,7 @@ class Trainer:
             log(f"mlflow run {tracker.run_id}: {tracker.run_url}")
 
         log_path = self.out / TRAIN_LOG
-        history = self._load_history(log_path)
+        history = self._load_history(log_path, write=main)
         if batches is None:  # reseeded by the resume step: a resumed run draws new samples, not the same ones again
             batches = data.batches(
                 plan,
@@ -195,6 +226,8 @@ class Trainer:
                 seed=cfg.seed + self.step,
                 shuffle_buffer=cfg.shuffle_buffer,
                 workers=cfg.workers,
+                rank=group.rank,
+                world_size=self.world_size,
             )
         autocast = (
             torch.autocast("cuda", dtype=torch.bfloat16 if self.precision == "amp_bf16" else torch.float16)
@@ -204,7 +237,7 @@ class Trainer:
         # Signal handlers can only be set from the main thread (an embedding caller may use another one).
         on_main = threading.current_thread() is threading.main_thread()
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM,)} if on_main else {}
-        total, warmup = cfg.total_steps, cfg.effective_warmup
+        total, warmup = cfg.total_steps_for(self.world_size), cfg.warmup_for(self.world_size)
         pending: list[tuple[int, dict]] = []
         started_step, t_start = self.step, time.perf_counter()
         t_interval, n_interval, data_wait = t_start, 0, 0.0
@@ -212,11 +245,11 @@ class Trainer:
         loss_value = float("nan")
         status = "FAILED"
         try:
-            with log_path.open("a") as log_file:
+            with log_path.open("a") if main else open(os.devnull, "w") as log_file:
                 while self.step < total:
                     lr = lr_at(self.step, cfg.base_lr, warmup, total)
-                    for group in self.optimizer.param_groups:
-                        group["lr"] = lr
+                    for param_group in self.optimizer.param_groups:
+                        param_group["lr"] = lr
                     t0 = time.perf_counter()
                     images, texts = next(batches)
                     images = images.to(self.device, non_blocking=True)
@@ -225,7 +258,7 @@ class Trainer:
                     self.model.train()
                     self.optimizer.zero_grad(set_to_none=True)
                     with autocast:
-                        image_features, text_features, logit_scale = self.model(images, texts)[:3]
+                        image_features, text_features, logit_scale = self.ddp(images, texts)[:3]
                         loss = self.loss_fn(image_features, text_features, logit_scale)
                     if self.scaler is not None:
                         self.scaler.scale(loss).backward()
@@ -242,10 +275,10 @@ class Trainer:
                     with torch.no_grad():  # as OpenCLIP: the temperature is capped at 100
                         logit_scale_param = self.model.logit_scale
                         logit_scale_param.clamp_(0, math.log(100))
-                    loss_value = loss.item()
+                    loss_value = group.mean(loss.item())  # every rank sees the global batch's loss
                     self.step += 1
-                    self.samples_seen += images.shape[0]
-                    n_interval += images.shape[0]
+                    self.samples_seen += images.shape[0] * self.world_size  # equal batches (partial=False)
+                    n_interval += images.shape[0] * self.world_size
                     row = {
                         "step": self.step,
                         "loss": loss_value,
@@ -282,23 +315,33 @@ class Trainer:
                     if self.step % cfg.checkpoint_every == 0 and self.step < total:
                         log_file.flush()
                         self._save_latest()
-                    if self._stop_signal is not None:
+                    # One rank's SIGTERM stops every rank on this same step (a collective each step).
+                    if group.any(self._stop_signal is not None):
                         self._save_latest()
-                        log(f"stopped by signal {self._stop_signal} at step {self.step}; checkpoint saved")
+                        signum = self._stop_signal or signal.SIGTERM
+                        log(f"stopped by signal {signum} at step {self.step}; checkpoint saved")
                         status = "KILLED"
-                        raise SystemExit(128 + self._stop_signal)
+                        raise SystemExit(128 + signum)
             elapsed = time.perf_counter() - t_start
-            final_path = checkpoint.save_atomic(
+            final_path = self.out / checkpoint.FINAL
+            if not main:  # rank 0 writes the checkpoint and reports; the others are done
+                group.barrier()
+                status = "FINISHED"
+                return self._result(plan, history, final_path, started_step, elapsed, data_card_sha, None)
+            checkpoint.save_atomic(
                 {
-                    "model": self.model.state_dict(),
+                    "state_dict": self.model.state_dict(),  # open_clip's layout (see checkpoint.py)
                     "model_name": cfg.model,
                     "config": cfg.to_dict(),
                     "step": self.step,
                     "samples_seen": self.samples_seen,
+                    "world_size": self.world_size,
+                    "global_batch": self.global_batch,
                     "final_loss": loss_value,
                 },
-                self.out / checkpoint.FINAL,
+                final_path,
             )
+            group.barrier()
             # Finished: the next launch in this dir is a new training, not a resume of this one.
             (self.out / checkpoint.LATEST).unlink(missing_ok=True)
             result = self._result(plan, history, final_path, started_step, elapsed, data_card_sha, tracker)
@@ -326,17 +369,19 @@ class Trainer:
                     tracker.forget(cfg.output_dir)
 
     # ---- helpers --------------------------------------------------------------------------------------
-    def _load_history(self, log_path: Path) -> list[dict]:
+    def _load_history(self, log_path: Path, write: bool = True) -> list[dict]:
         """Rows up to where this run starts; rows a killed process wrote after its last checkpoint are dropped."""
         if not log_path.exists():
             return []
         rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
         keep = [r for r in rows if self.resumed_from is not None and r["step"] <= self.resumed_from]
-        log_path.write_text("".join(json.dumps(r) + "\n" for r in keep))
+        if write:
+            log_path.write_text("".join(json.dumps(r) + "\n" for r in keep))
         return keep
 
     def _write_json(self, name: str, obj: dict) -> Path:
         path = self.out / name
+        checkpoint.remove_stale_temps(path)
         tmp = path.with_name(f".{name}.tmp-{os.getpid()}")
         tmp.write_text(json.dumps(obj, indent=2))
         os.replace(tmp, path)
@@ -358,7 +403,11 @@ class Trainer:
             "loss_finite": all(math.isfinite(x) for x in losses),
             "steps": self.step,
             "samples_seen": self.samples_seen,
-            "samples_per_s": steps_here * self.cfg.batch_size / elapsed if elapsed > 0 and steps_here else 0.0,
+            # summed over ranks: the global batch per step
+            "samples_per_s": steps_here * self.global_batch / elapsed if elapsed > 0 and steps_here else 0.0,
+            "world_size": self.world_size,
+            "global_batch": self.global_batch,
+            "batch_size_per_rank": self.cfg.batch_size,
             "resumed_from_step": self.resumed_from,
             "warm_start_from": self.cfg.warm_start_from if self.cfg.warm_started else None,
             "checkpoint_path": str(final_path.resolve()),

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from dagster_pipes import PipesContext, PipesEnvVarParamsLoader, open_dagster_pipes
+from dagster_pipes import PipesContext, PipesDefaultContextLoader, PipesEnvVarParamsLoader, open_dagster_pipes
 
 C = TypeVar("C")
 
@@ -57,19 +58,29 @@ def run(
     extra_key: str,
     standalone: Callable[[C], int],
     with_pipes: Callable[[PipesContext, C], Any],
+    follower: Callable[[C], int] | None = None,
 ) -> int:
     """`python -m <package>`: parse the command line into a `config_cls`, then run `with_pipes` inside the Pipes
     session (config from the extra `extra_key`) or `standalone` without one.
 
     Under Pipes the config is built inside the session, so a bad config is reported to the run too. The exit code
-    is 0 under Pipes (a failure raises), `standalone`'s otherwise.
+    is 0 under Pipes (a failure raises), `standalone`'s otherwise. Under torchrun only rank 0 runs these; every
+    other rank runs `follower` with the same config (read from the same Pipes context, without opening the message
+    channel: one process speaks for the job).
     """
     parser = argparse.ArgumentParser(prog=f"python -m {package}", description=description)
     parser.add_argument("--config", help=f"JSON file, or inline JSON, with {config_cls.__name__} fields")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one field (JSON value)")
     args = parser.parse_args(argv)
 
-    if not PipesEnvVarParamsLoader().is_dagster_pipes_process():
+    params = PipesEnvVarParamsLoader()
+    if follower is not None and int(os.environ.get("RANK", "0")) != 0:  # torchrun sets RANK for each process
+        extra, partition_key = None, None
+        if params.is_dagster_pipes_process():
+            with PipesDefaultContextLoader().load_context(params.load_context_params()) as context:
+                extra, partition_key = (context.get("extras") or {}).get(extra_key), context.get("partition_key")
+        return follower(config_from_args(config_cls, args, extra, partition_key))
+    if not params.is_dagster_pipes_process():
         return standalone(config_from_args(config_cls, args))
 
     with open_dagster_pipes() as pipes:

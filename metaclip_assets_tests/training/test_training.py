@@ -136,7 +136,7 @@ def test_mlflow_sqlite_run(s1, root):
 @pytest.mark.slow
 def test_second_snapshot_starts_from_first_weights(s1, root):
     cfg1, r1 = s1
-    first = checkpoint.load(r1["checkpoint_path"])["model"]
+    first = checkpoint.model_state(checkpoint.load(r1["checkpoint_path"]))
     cfg2 = config(
         root,
         "S2",
@@ -164,7 +164,7 @@ def test_second_snapshot_starts_from_first_weights(s1, root):
     r2 = trainer.run()
     assert r2["warm_start_from"] == r1["checkpoint_path"] and r2["t"] == 1
     assert r2["data"]["replay_shards"] == 2 and r2["data"]["replay_weight"] == 0.5
-    after = checkpoint.load(r2["checkpoint_path"])["model"]
+    after = checkpoint.model_state(checkpoint.load(r2["checkpoint_path"]))
     assert not torch.equal(after["text_projection"], first["text_projection"])
 
 
@@ -241,6 +241,7 @@ def test_sigterm_saves_checkpoint_and_resume_continues_the_run(root):
     assert stopped.value.code == 128 + signal.SIGTERM
     saved = checkpoint.load(Path(cfg.output_dir) / checkpoint.LATEST)
     assert saved["step"] == 4 and saved["samples_seen"] == 128 and saved["fingerprint"] == cfg.fingerprint()
+    assert_open_clip_loads(Path(cfg.output_dir) / checkpoint.LATEST, saved["state_dict"])  # every checkpoint does
     run_id = json.loads((Path(cfg.output_dir) / "mlflow_run.json").read_text())["run_id"]
     client = MlflowClient(tracking_uri=cfg.resolve_tracking_uri())
     assert client.get_run(run_id).info.status == "KILLED"
@@ -253,6 +254,39 @@ def test_sigterm_saves_checkpoint_and_resume_continues_the_run(root):
     log_rows = (Path(cfg.output_dir) / "train_log.jsonl").read_text().splitlines()
     log_steps = [json.loads(line)["step"] for line in log_rows]
     assert log_steps == list(range(1, 13))
+
+
+def assert_open_clip_loads(path: Path, expected: dict) -> None:
+    """The call in MetaCLIP's and TiC-CLIP's READMEs: open_clip's own loader, no help from us but the config."""
+    import open_clip
+
+    models.register_model_configs()  # tiny-clip is ours; MetaCLIP's ViTs are in open_clip's registry already
+    model, _, preprocess = open_clip.create_model_and_transforms("tiny-clip", pretrained=str(path))
+    loaded = model.state_dict()
+    assert loaded.keys() == expected.keys()
+    assert all(torch.equal(loaded[k], expected[k]) for k in expected)
+    assert preprocess is not None
+
+
+def test_final_checkpoint_is_open_clip_layout(s1):
+    cfg, result = s1
+    state = checkpoint.load(result["checkpoint_path"])
+    assert "state_dict" in state and "model" not in state and state["model_name"] == "tiny-clip"
+    assert_open_clip_loads(Path(result["checkpoint_path"]), state["state_dict"])
+
+
+def test_warm_start_reads_checkpoints_of_earlier_versions(root, s1, tmp_path):
+    """Before open_clip's layout the weights sat under 'model'; such a file still warm-starts the next snapshot."""
+    _, result = s1
+    state = checkpoint.load(result["checkpoint_path"])
+    legacy = tmp_path / "legacy.pt"
+    torch.save({"model": state["state_dict"], "model_name": "tiny-clip", "step": state["step"]}, legacy)
+    cfg = config(
+        root, "S2", earlier_snapshots=["S1"], warm_start_from=str(legacy), samples_budget=32, strategy="sequential"
+    )
+    trainer = Trainer(cfg, log=lambda m: None).prepare()
+    loaded = trainer.model.state_dict()
+    assert all(torch.equal(loaded[k], state["state_dict"][k]) for k in loaded)
 
 
 def test_non_finite_loss_stops_training(root, tmp_path):

@@ -21,9 +21,10 @@ import pytest
 
 from metaclip_assets.defs.launcher import TrainingLauncher
 from metaclip_assets.defs.training_assets import ClipTrainingConfig, clip_checkpoint
+from metaclip_assets.storage import Storage
 from metaclip_assets.training import checkpoint
 from metaclip_assets.training.config import TrainConfig
-from metaclip_assets.training.plan import train_config_for
+from metaclip_assets.training.plan import plan_training, train_config_for
 from metaclip_assets.training.toy_data import make_toy_shards
 from metaclip_assets_tests.conftest import materialize, snapshot_instance, storage_resources
 
@@ -151,9 +152,9 @@ def test_killed_training_resumes_when_asset_is_rematerialized(mlflow_server, dat
         "experiment": "metaclip-test",
     }
     # Exactly what the asset will send, launched by hand first (without MLflow; that is not part of the identity).
-    train_config = train_config_for(
-        ClipTrainingConfig(**asset_config).model_dump(), snapshot, [snapshot], str(data_root)
-    )
+    train_config = plan_training(
+        Storage(data_root), ClipTrainingConfig(**asset_config).model_dump(), snapshot, [snapshot], str(data_root)
+    ).train_config  # the versioned run dir the asset will pick
     cfg_file = tmp_path / "cfg.json"
     cfg_file.write_text(json.dumps(train_config))
     out = Path(train_config["output_dir"])
