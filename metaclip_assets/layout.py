@@ -11,6 +11,36 @@ import re
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")  # no dots either: webdataset splits a member name at its first dot
 
+# What a snapshot may be called: CommonCrawl's ids, or a custom name of letters, digits, '-' and '_' (no '/', '.',
+# '|', spaces or newlines: it becomes a folder name, a Dagster partition key and part of a multi-partition key).
+CC_SNAPSHOT = r"CC-MAIN-\d{4}-\d{2}"
+CUSTOM_SNAPSHOT = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
+SNAPSHOT_ID = re.compile(rf"{CC_SNAPSHOT}|{CUSTOM_SNAPSHOT}")
+# Experiment and model names (folder names under training/, evaluation/, exports/): dots allowed, never alone.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def snapshot_id(snapshot: str) -> str:
+    """`snapshot` if it is a valid snapshot id, else ValueError showing the pattern (names are paths: see above)."""
+    if not isinstance(snapshot, str) or not SNAPSHOT_ID.fullmatch(snapshot):
+        raise ValueError(
+            f"invalid snapshot id {snapshot!r}: use CommonCrawl's CC-MAIN-YYYY-WW or a custom name matching "
+            f"{CUSTOM_SNAPSHOT} (letters, digits, '-' and '_'; at most 64 characters)"
+        )
+    return snapshot
+
+
+def _experiment_model(experiment: str, model: str) -> str:
+    return f"{name_component(experiment, 'experiment')}/{name_component(model, 'model')}"
+
+
+def name_component(name: str, what: str = "name") -> str:
+    """An experiment or model name used as one folder: ValueError unless it matches the pattern."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValueError(f"invalid {what} {name!r}: use letters, digits, '.', '-' and '_' (a folder name)")
+    return name
+
+
 METADATA_CURRENT = "metadata/current.json"
 SHARDS_DIR = "shards"  # training reads <shard root>/<snapshot>/*.tar; the shard root defaults to <data_root>/shards
 
@@ -20,7 +50,7 @@ def metadata_dir(sha256: str) -> str:
 
 
 def shard_key(stage: str, snapshot: str, shard: int, num_shards: int, ext: str = "parquet") -> str:
-    return f"{stage}/{snapshot}/shards-{num_shards}/{shard:03d}.{ext}"
+    return f"{stage}/{snapshot_id(snapshot)}/shards-{num_shards}/{shard:03d}.{ext}"
 
 
 def pool_key(snapshot: str, shard: int, num_shards: int) -> str:
@@ -40,27 +70,27 @@ def matched_stats_key(snapshot: str, shard: int, num_shards: int) -> str:
 
 
 def counts_key(snapshot: str, cumulative: bool = False) -> str:
-    return f"counts/{snapshot}/entry_counts{'_cumulative' if cumulative else ''}.npy"
+    return f"counts/{snapshot_id(snapshot)}/entry_counts{'_cumulative' if cumulative else ''}.npy"
 
 
 def counts_summary_key(snapshot: str) -> str:
-    return f"counts/{snapshot}/summary.json"
+    return f"counts/{snapshot_id(snapshot)}/summary.json"
 
 
 def merged_matched_key(snapshot: str) -> str:
-    return f"counts/{snapshot}/matched_dedup.parquet"
+    return f"counts/{snapshot_id(snapshot)}/matched_dedup.parquet"
 
 
 def balanced_key(snapshot: str) -> str:
-    return f"balanced/{snapshot}/curated.parquet"
+    return f"balanced/{snapshot_id(snapshot)}/curated.parquet"
 
 
 def balanced_summary_key(snapshot: str) -> str:
-    return f"balanced/{snapshot}/summary.json"
+    return f"balanced/{snapshot_id(snapshot)}/summary.json"
 
 
 def datacard_dir(snapshot: str) -> str:
-    return f"datacard/{snapshot}"
+    return f"datacard/{snapshot_id(snapshot)}"
 
 
 # ---- inputs under the data root ----------------------------------------------------------------------------
@@ -77,20 +107,20 @@ def crawl_root(data_root: str) -> str:
 
 def crawl_dir(snapshot: str) -> str:
     """A snapshot's crawl files under the default crawl root."""
-    return f"{CRAWL_DIR}/{snapshot}"
+    return f"{CRAWL_DIR}/{snapshot_id(snapshot)}"
 
 
 def image_warc_dir(snapshot: str) -> str:
     """WARC files with a snapshot's image responses (replayed by the `warc` image source)."""
-    return f"images/{snapshot}"
+    return f"images/{snapshot_id(snapshot)}"
 
 
-IMAGE_WARC_GLOB = f"{image_warc_dir('{snapshot}')}/*.warc.gz"  # {snapshot}: the partition's snapshot
+IMAGE_WARC_GLOB = "images/{snapshot}/*.warc.gz"  # image_warc_dir's folder; {snapshot}: the partition's snapshot
 
 
 def sample_manifest_key(snapshot: str, suffix: str = ".json") -> str:
     """The bundled sample generator's manifest (.json) and its list of every pair (.pairs.jsonl.gz)."""
-    return f"manifests/{snapshot}{suffix}"
+    return f"manifests/{snapshot_id(snapshot)}{suffix}"
 
 
 # ---- metadata -------------------------------------------------------------------------------------------------
@@ -114,7 +144,7 @@ def datacard_key(snapshot: str, name: str = "datacard.json") -> str:
 
 # ---- acquisition ----------------------------------------------------------------------------------------------
 def shards_dir(snapshot: str) -> str:
-    return f"{SHARDS_DIR}/{snapshot}"  # training reads <shard_root>/<snapshot>/*.tar
+    return f"{SHARDS_DIR}/{snapshot_id(snapshot)}"  # training reads <shard_root>/<snapshot>/*.tar
 
 
 def acquisition_stats_key(snapshot: str, shard: int, num_shards: int) -> str:
@@ -122,7 +152,7 @@ def acquisition_stats_key(snapshot: str, shard: int, num_shards: int) -> str:
 
 
 def warc_index_key(snapshot: str, stamp: str) -> str:
-    return f"acquisition/{snapshot}/warc-index-{stamp}.parquet"
+    return f"acquisition/{snapshot_id(snapshot)}/warc-index-{stamp}.parquet"
 
 
 def acquisition_index_key(snapshot: str, shard: int) -> str:
@@ -152,21 +182,54 @@ def shard_prefix(snapshot: str, shard: int) -> str:
 MLFLOW_DB = "mlflow/mlflow.db"  # the default MLflow store (training/tracking.py sqlite_store_uri)
 
 
-def training_run_dir(experiment: str, model: str, snapshot: str) -> str:
-    """One training's output dir (final.pt, checkpoints/latest.pt); the next snapshot warm-starts from it."""
-    return f"training/{experiment}/{model}/{snapshot}"
+def training_snapshot_dir(experiment: str, model: str, snapshot: str) -> str:
+    """Every training of (experiment, model) on one snapshot: one folder per run version, and the pointer."""
+    return f"training/{_experiment_model(experiment, model)}/{snapshot_id(snapshot)}"
+
+
+def training_run_dir(experiment: str, model: str, snapshot: str, version: str | None = None) -> str:
+    """One training's output dir (final.pt, checkpoints/latest.pt, run.json): `<snapshot dir>/<version>`, where the
+    version hashes what determines the result (training/plan.py), so no run overwrites another's. Without a version:
+    the snapshot dir itself, the layout before versions (still read when a snapshot has no pointer)."""
+    base = training_snapshot_dir(experiment, model, snapshot)
+    return f"{base}/{version}" if version else base
+
+
+FINAL_CHECKPOINT = "final.pt"  # in a training run dir: what the next snapshot warm-starts from, evaluated, exported
+LATEST_CHECKPOINT = "checkpoints/latest.pt"  # in a training run dir: the periodic, resumable state
+RUN_RECORD = "run.json"  # in a training run dir: what the run was trained from, written after it succeeded
+TRAINING_POINTER = "latest.json"  # in a training snapshot dir: the run version readers use (a copy of its run.json)
+
+
+def training_checkpoint_key(experiment: str, model: str, snapshot: str, version: str | None = None) -> str:
+    """The final checkpoint of one training."""
+    return f"{training_run_dir(experiment, model, snapshot, version)}/{FINAL_CHECKPOINT}"
+
+
+def training_record_key(experiment: str, model: str, snapshot: str, version: str) -> str:
+    return f"{training_run_dir(experiment, model, snapshot, version)}/{RUN_RECORD}"
+
+
+def training_pointer_key(experiment: str, model: str, snapshot: str) -> str:
+    """Which run version of the snapshot the next snapshot's warm start, evaluation and export read."""
+    return f"{training_snapshot_dir(experiment, model, snapshot)}/{TRAINING_POINTER}"
+
+
+def export_dir(experiment: str, model: str, snapshot: str) -> str:
+    """The exports of one training's final checkpoint: open_clip/ (hub layout) and hf/ (transformers CLIPModel)."""
+    return f"exports/{_experiment_model(experiment, model)}/{snapshot_id(snapshot)}"
 
 
 def eval_set_dir(snapshot: str) -> str:
     """The snapshot's held-out zero-shot split, an image folder <class>/<image>."""
-    return f"eval/{snapshot}"
+    return f"eval/{snapshot_id(snapshot)}"
 
 
 def evaluation_dir(experiment: str, model: str, snapshot: str) -> str:
     """One evaluation's output dir: metrics.json, report.md, matrix.json, matrix.png, eval_config.json."""
-    return f"evaluation/{experiment}/{model}/{snapshot}"
+    return f"evaluation/{_experiment_model(experiment, model)}/{snapshot_id(snapshot)}"
 
 
 def evaluation_cache_dir(experiment: str, model: str) -> str:
     """Cached scores per (checkpoint, eval set), shared by every snapshot of one experiment and model."""
-    return f"evaluation/{experiment}/{model}/cache"
+    return f"evaluation/{_experiment_model(experiment, model)}/cache"

@@ -6,6 +6,11 @@ to object storage is a config change, not a code change.
 
 Writes are atomic: a reader never sees half a file. Locally we write a temporary file next to the target and
 ``os.replace`` it; on object stores a single PUT is atomic already, so we upload a finished local temp file.
+Written files get the permissions the umask gives (0644 under the usual 022), not mkstemp's 0600: the training pod
+runs as another uid. A temp file left by a killed writer (named `.tmp-<pid>-...-<target>`) is removed by the next
+write of the same target once its process is gone.
+
+Keys never leave the root: a key with a `..` component, or one that resolves outside the root, is refused.
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import posixpath
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +34,52 @@ from fsspec.implementations.local import LocalFileSystem
 # Every parquet artifact (pool, matched, balanced shards): zstd level 1 writes a matched shard in ~0.6x the time of
 # polars' default level for ~8% more bytes (bench/README.md); reads cost the same. Statistics for predicate pushdown.
 PARQUET_OPTIONS = dict(compression="zstd", compression_level=1, statistics=True)
+STALE_TEMP_S = 3600  # a temp file whose writer is not a live process here, or older than this, is a leftover
+
+
+def _umask() -> int:
+    """The process umask, read without changing it (os.umask can only set it) where Linux shows it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode a plain `open()` would give a new file here (0o666 minus the umask): what atomic writers chmod
+    their temp file to before renaming it."""
+    return 0o666 & ~_umask()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_stale_temps(directory: Path, target_name: str) -> int:
+    """Remove `.tmp-<pid>-*-<target_name>` files of writers that died (kill -9) before renaming; returns how many."""
+    removed = 0
+    for tmp in directory.glob(f".tmp-*-{target_name}"):
+        pid = tmp.name.split("-")[1]
+        try:
+            dead = not pid.isdigit() or (int(pid) != os.getpid() and not _alive(int(pid)))
+            # the age rule also covers a pid reused after a restart (a container's writer is often pid 1)
+            if dead or time.time() - tmp.stat().st_mtime > STALE_TEMP_S:
+                tmp.unlink()
+                removed += 1
+        except (OSError, ValueError):
+            continue
+    return removed
 
 
 class Storage:
@@ -43,8 +96,11 @@ class Storage:
 
     # ---- paths ---------------------------------------------------------------------------------------
     def path(self, key: str) -> str:
-        """Full path (local path or bucket path) of a relative key."""
-        return f"{self.root}/{key.lstrip('/')}"
+        """Full path (local path or bucket path) of a relative key; ValueError for one that would leave the root."""
+        clean = key.lstrip("/")
+        if "\0" in clean or ".." in clean.split("/") or posixpath.normpath(f"/{clean}").startswith("/.."):
+            raise ValueError(f"storage key {key!r} leaves the data root {self.root_url!r}: refused")
+        return f"{self.root}/{clean}"
 
     def local_path(self, key: str) -> Path:
         """A real filesystem path; only for libraries that cannot read file objects."""
@@ -113,14 +169,17 @@ class Storage:
         """Yield a local temporary path; on success it becomes ``key``, on error it is removed."""
         target = self.path(key)
         if self.is_local:
-            Path(target).parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + Path(target).name, dir=Path(target).parent)
+            parent = Path(target).parent
+            parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_temps(parent, Path(target).name)
+            fd, tmp = tempfile.mkstemp(prefix=f".tmp-{os.getpid()}-", suffix="-" + Path(target).name, dir=parent)
         else:
             fd, tmp = tempfile.mkstemp(prefix="metaclip-upload-")
         os.close(fd)
         try:
             yield Path(tmp)
             if self.is_local:
+                os.chmod(tmp, file_mode())  # mkstemp's 0600 would lock out readers with another uid
                 os.replace(tmp, target)
             else:
                 self.fs.put_file(tmp, target)

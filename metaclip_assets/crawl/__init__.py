@@ -6,6 +6,6 @@ Owns the pool's schema and skip reasons. Must not import `curation`, `metadata`,
 """
 
 from metaclip_assets.crawl.build import build_pool, read_source_file
-from metaclip_assets.crawl.pool import POOL_SCHEMA, SKIP_REASONS, ReadStats
+from metaclip_assets.crawl.pool import OTHER_SKIPS, POOL_SCHEMA, SKIP_REASONS, ReadStats
 
-__all__ = ["POOL_SCHEMA", "SKIP_REASONS", "ReadStats", "build_pool", "read_source_file"]
+__all__ = ["OTHER_SKIPS", "POOL_SCHEMA", "SKIP_REASONS", "ReadStats", "build_pool", "read_source_file"]

@@ -7,6 +7,7 @@ WARC header is parsed by hand.
 
 from __future__ import annotations
 
+import os
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,11 @@ except ImportError:  # pragma: no cover - isal is a declared dependency
 from metaclip_assets.crawl.pool import ReadStats
 
 _GZIP_MAGIC = b"\x1f\x8b\x08"
+# The most one gzip member (one WARC record in CC's layout) may inflate to; a larger one is skipped as too_large, so
+# a reader holds at most this much of a record. CC caps WARC payloads at 1 MiB and its WAT records are far smaller.
+MAX_MEMBER_BYTES = 32 << 20
+# A gzip header's optional name, comment and extra field: what a member's compressed span may add to its data.
+_MAX_HEADER_BYTES = 1 << 20
 _READ_SIZE = 1 << 20
 # Bytes fed to zlib per call. zlib copies everything after the member end into unused_data, so
 # feeding much more than a typical member (~2 KB compressed in a WAT) costs a copy per record.
@@ -52,52 +58,94 @@ def _next_block(f, buf: bytes, base: int) -> tuple[bytes, memoryview, int, int]:
     return buf, memoryview(buf), 0, base
 
 
+def _member_header_at(f, offset: int) -> bool:
+    """Whether a gzip member header plausibly starts at `offset` (magic, deflate, no reserved flag bits): a real
+    member boundary inside a damaged region, not a chance magic inside compressed or random bytes (1 in 8 of those)."""
+    f.seek(offset)
+    head = f.read(4)
+    return len(head) == 4 and head.startswith(_GZIP_MAGIC) and not head[3] & 0xE0
+
+
 def iter_gzip_members(path: Path, stats: ReadStats) -> Iterator[tuple[int, bytes]]:
     """Yield (compressed offset, inflated bytes) per gzip member.
 
-    A corrupt member is counted as bad_gzip once per contiguous bad region and skipped by
-    resyncing on the next gzip magic; a member cut by the end of the file counts truncated_gzip
-    and ends the file (nothing after it can be located). Members are inflated whole: fine for
-    CC (payloads capped at 1 MiB), but a huge record in another crawler's WARC is held in memory.
+    A member that cannot be read is skipped by resynchronising on the next gzip magic after its start, and the
+    bytes up to the next member that reads are lost (counted in `stats.bytes_skipped` under the reason):
+    - bad_gzip: a zlib error (corrupt data, CRC mismatch), non-gzip bytes, or a member that spans more than
+      _MAX_MEMBER_SPAN compressed bytes; counted once per contiguous unreadable region, plus once per further
+      damaged member header in it;
+    - truncated_gzip: the file ends inside the member and no later member reads (a damaged member that runs on
+      to the end of the file while intact members follow it counts as bad_gzip, and those members are read);
+    - too_large: it inflates to more than MAX_MEMBER_BYTES (memory per record is bounded by that).
     """
+    cap = MAX_MEMBER_BYTES
+    span_cap = cap + (cap >> 10) + _MAX_HEADER_BYTES
     with open(path, "rb") as f:
         buf = f.read(_READ_SIZE)
         mv, pos, base = memoryview(buf), 0, 0  # buf[0] is at file offset `base`
-        in_bad_region = False
+        lost_at, lost_reason = -1, ""  # the unreadable region being skipped: its first offset, its first failure
         while True:
             if pos >= len(buf):
                 buf, mv, pos, base = _next_block(f, buf, base)
                 if not buf:
-                    return
+                    break
             start = base + pos
             d = _inflate.decompressobj(31)
             parts = []
+            size = 0
+            failure = None
             try:
                 while True:
                     if pos >= len(buf):
                         buf, mv, pos, base = _next_block(f, buf, base)
                         if not buf:
-                            stats.skip("truncated_gzip")
-                            return
+                            failure = "truncated_gzip"
+                            break
                     piece = mv[pos : pos + _FEED_SIZE]
-                    parts.append(d.decompress(piece))
+                    out = d.decompress(piece)  # at most ~8 MiB per 8 KiB piece (deflate's 1032:1)
+                    size += len(out)
+                    if size > cap:
+                        failure = "too_large"
+                        break
+                    parts.append(out)
                     if d.eof:
                         pos += len(piece) - len(d.unused_data)
                         break
                     pos += len(piece)
+                    if base + pos - start > span_cap:
+                        failure = "bad_gzip"
+                        break
             except (zlib.error, _inflate.error):
-                if not in_bad_region:  # false magic hits inside garbage must not add counts
-                    stats.skip("bad_gzip")
-                    in_bad_region = True
-                nxt = _find_magic(f, start + 1)
-                if nxt < 0:
-                    return
-                f.seek(nxt)
-                base, buf = nxt, f.read(_READ_SIZE)
-                mv, pos = memoryview(buf), 0
+                failure = "bad_gzip"
+            if failure is None:
+                if lost_at >= 0:  # a member that ran on to the end past intact ones was damaged, not truncated
+                    truncated = lost_reason == "truncated_gzip"
+                    _lost(stats, "bad_gzip" if truncated else lost_reason, start - lost_at, truncated)
+                    lost_at = -1
+                yield start, parts[0] if len(parts) == 1 else b"".join(parts)
                 continue
-            in_bad_region = False
-            yield start, parts[0] if len(parts) == 1 else b"".join(parts)
+            parts = None
+            if lost_at < 0:
+                lost_at, lost_reason = start, failure
+                if failure != "truncated_gzip":  # decided once we know whether an intact member follows
+                    stats.skip(failure)
+            elif failure == "too_large" or _member_header_at(f, start):
+                stats.skip("bad_gzip" if failure == "truncated_gzip" else failure)
+            nxt = _find_magic(f, start + 1)
+            if nxt < 0:
+                break
+            f.seek(nxt)
+            base, buf = nxt, f.read(_READ_SIZE)
+            mv, pos = memoryview(buf), 0
+        if lost_at >= 0:
+            _lost(stats, lost_reason, os.fstat(f.fileno()).st_size - lost_at, lost_reason == "truncated_gzip")
+
+
+def _lost(stats: ReadStats, reason: str, nbytes: int, uncounted: bool) -> None:
+    """Close an unreadable region: its bytes under `reason`, and the record itself if not counted yet."""
+    if uncounted:
+        stats.skip(reason)
+    stats.bytes_skipped[reason] = stats.bytes_skipped.get(reason, 0) + nbytes
 
 
 # --- WARC records ----------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from metaclip_assets.storage import Storage
 USER_AGENT = "metaclip-assets/0.1 (CLIP data curation; +https://github.com/facebookresearch/MetaCLIP)"
 # Every CommonCrawl main crawl since 2013 is CC-MAIN-<year>-<week>; the id becomes a partition key and a
 # directory name, so anything else (a `|`, a `/`) is refused rather than passed on.
-SNAPSHOT_ID = re.compile(r"^CC-MAIN-(\d{4})-(\d{2})$")
+SNAPSHOT_ID = re.compile(r"^CC-MAIN-(\d{4})-(\d{2})\Z")  # \Z: "$" would let a trailing newline through
 REQUIRED_KEYS = ("id", "name", "timegate", "cdx-api")
 MAX_LIST_BYTES = 64 * 1024 * 1024  # an index or paths file bigger than this is not one
 CHUNK = 1 << 20

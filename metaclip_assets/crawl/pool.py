@@ -9,6 +9,7 @@ Entry points that read files are in `build.py`; image URL resolution in `urls.py
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 from typing import TypeVar
@@ -35,18 +36,21 @@ POOL_SCHEMA: dict[str, pl.DataType] = {
     "source_format": pl.Utf8,
 }
 
-# Why a record (or a link inside one) was dropped. Anything else worth counting that is *not*
-# a defect of the input (non-HTML records, data: URIs, images without text) goes to
-# `ReadStats.counts` instead, so that `skips` can be read as "how broken was this input".
+# Why a record (or a link inside one) was dropped: the one list of reasons (the data card's bad-record table shows
+# every one of them; README "Guarantees" says what input gets which). Anything else worth counting that is *not*
+# a defect of the input goes to `ReadStats.counts` (OTHER_SKIPS), so that `skips` reads as "how broken was this input".
 SKIP_REASONS = (
-    "truncated_gzip",  # file ends inside a gzip member: counted once, rest of file unreadable
-    "bad_gzip",  # corrupt gzip member (or non-gzip bytes); counted once per contiguous bad region
+    "truncated_gzip",  # file ends inside a gzip member and no later member reads
+    "bad_gzip",  # corrupt gzip member (or non-gzip bytes): once per unreadable region + per damaged member header in it
+    "too_large",  # gzip member or decoded HTTP body over its size cap (framing.MAX_MEMBER_BYTES, warc_html.MAX_BODY_BYTES)
     "bad_warc",  # gzip fine, but no valid WARC record inside (header, Content-Length)
     "bad_json",  # WAT payload that is not JSON
-    "bad_encoding",  # payload / HTML / text that is not decodable
+    "bad_encoding",  # payload / HTML / text / page URL that is not decodable (or holds lone surrogates)
     "missing_field",  # WAT JSON without the structure a metadata record must have
     "bad_url",  # image URL that does not resolve to an absolute http(s) URL
 )
+# Dropped, but not a defect: non-HTML captures, data: URIs (nothing to fetch), empty src, image links without text.
+OTHER_SKIPS = ("not_html", "data_uri", "no_src", "no_text")
 
 TEXT_KEYS = ("alt", "title", "data-image-title")  # MetaCLIP's three text attributes, in this order
 PROGRESS_EVERY = 10_000  # records between progress callbacks
@@ -63,7 +67,9 @@ class ReadStats:
     pairs: int = 0  # rows in the returned DataFrame
     duplicates_dropped: int = 0  # identical (url, text) rows removed by build_pool
     skips: dict[str, int] = field(default_factory=dict)  # reason (SKIP_REASONS) -> count
-    counts: dict[str, int] = field(default_factory=dict)  # not_html, data_uri, no_src, no_text
+    counts: dict[str, int] = field(default_factory=dict)  # OTHER_SKIPS: not_html, data_uri, no_src, no_text
+    # compressed bytes of the file no record was read from, by the reason of their region (framing.iter_gzip_members)
+    bytes_skipped: dict[str, int] = field(default_factory=dict)
 
     def skip(self, reason: str, n: int = 1) -> None:
         if reason not in SKIP_REASONS:  # keep the reason vocabulary closed (it is a contract)
@@ -71,6 +77,8 @@ class ReadStats:
         self.skips[reason] = self.skips.get(reason, 0) + n
 
     def count(self, key: str, n: int = 1) -> None:
+        if key not in OTHER_SKIPS:
+            raise ValueError(f"unknown count {key!r}; expected one of {OTHER_SKIPS}")
         self.counts[key] = self.counts.get(key, 0) + n
 
     @property
@@ -95,6 +103,7 @@ class ReadStats:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["skips"] = dict(sorted(self.skips.items()))
         out["counts"] = dict(sorted(self.counts.items()))
+        out["bytes_skipped"] = dict(sorted(self.bytes_skipped.items()))
         return out
 
 
@@ -219,7 +228,7 @@ def strip_angle(uri: str) -> str:
 
 
 def has_surrogates(s: str) -> bool:
-    """Lone surrogates (from a JSON \\udXXX escape) cannot be encoded: such strings are dropped."""
+    """Lone surrogates (from a JSON \\udXXX escape) cannot be encoded: such strings are dropped or repaired."""
     if s.isascii():
         return False
     try:
@@ -227,3 +236,11 @@ def has_surrogates(s: str) -> bool:
     except UnicodeEncodeError:
         return True
     return False
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def replace_surrogates(s: str) -> str:
+    """`s` with every lone surrogate replaced by U+FFFD (what bytes.decode(errors="replace") gives for bad bytes)."""
+    return _SURROGATE.sub("\ufffd", s)

@@ -9,7 +9,8 @@ Decoding policy, decided here because real crawls are messy:
 - HTTP body: Transfer-Encoding chunked is removed (malformed chunking: raw body kept, as
   browsers do); Content-Encoding gzip/deflate (and br if the optional `brotli` module is
   importable) is undone, keeping what inflates before a truncation (WARC-Truncated payloads).
-  An unknown or corrupt content coding skips the record as bad_encoding.
+  An unknown or corrupt content coding skips the record as bad_encoding. Every decoding stops
+  at MAX_BODY_BYTES: a body larger than that (a decompression bomb) skips the record as too_large.
 - Characters: BOM, then the HTTP Content-Type charset, then <meta charset> / http-equiv in
   the first 4 KiB, then UTF-8; each strictly. WHATWG label aliases are applied (latin-1/ascii
   mean windows-1252, gb2312/gbk mean gb18030, shift_jis means cp932, meta utf-16 means utf-8).
@@ -70,6 +71,9 @@ _WHATWG_ALIASES = {
     "latin5": "cp1254",
 }
 _MAX_REPLACED_SHARE = 0.01
+# The largest HTTP body (after chunked and content decoding) parsed as HTML: bounds the memory of a record (the
+# decoded str and the lexbor tree are several times this). CC truncates payloads at 1 MiB.
+MAX_BODY_BYTES = 8 << 20
 _MAX_REPLACED = 1000
 
 try:  # optional: only needed for Content-Encoding: br, which CC never stores (it saves decoded bodies)
@@ -98,9 +102,14 @@ def parse_http_response(payload: bytes) -> tuple[dict[str, str], bytes] | None:
     return headers, payload[end + sep :]
 
 
-def dechunk(body: bytes) -> bytes | None:
-    """Remove HTTP/1.1 chunked transfer coding; None if `body` is not validly chunked."""
-    out, pos = [], 0
+class TooLarge(Exception):
+    """A decoded HTTP body over MAX_BODY_BYTES (reason code: too_large)."""
+
+
+def dechunk(body: bytes, limit: int | None = None) -> bytes | None:
+    """Remove HTTP/1.1 chunked transfer coding; None if `body` is not validly chunked. TooLarge past `limit`."""
+    limit = MAX_BODY_BYTES if limit is None else limit
+    out, pos, size_out = [], 0, 0
     while True:
         eol = body.find(b"\r\n", pos)
         if eol < 0:
@@ -112,30 +121,38 @@ def dechunk(body: bytes) -> bytes | None:
             return None
         if size == 0:
             return b"".join(out)
-        out.append(body[eol + 2 : eol + 2 + size])
+        chunk = body[eol + 2 : eol + 2 + size]
+        size_out += len(chunk)
+        if size_out > limit:
+            raise TooLarge
+        out.append(chunk)
         pos = eol + 2 + size + 2
 
 
-def decode_content(body: bytes, coding: str) -> bytes | None:
-    """Undo Content-Encoding; None if the coding is unknown or the data corrupt."""
+def decode_content(body: bytes, coding: str, limit: int | None = None) -> bytes | None:
+    """Undo Content-Encoding; None if the coding is unknown or the data corrupt; TooLarge past `limit` bytes
+    (MAX_BODY_BYTES), found without inflating more than that."""
+    limit = MAX_BODY_BYTES if limit is None else limit
     coding = coding.strip().lower()
     if coding in ("", "identity", "none"):
         return body
-    try:
-        if coding in ("gzip", "x-gzip", "deflate"):
-            # 47 = auto-detect gzip or zlib header; some servers send raw deflate (-15)
-            for wbits in (47, -15):
-                try:
-                    d = zlib.decompressobj(wbits)
-                    return d.decompress(body) + d.flush()
-                except zlib.error:
-                    continue
+    out = None
+    if coding in ("gzip", "x-gzip", "deflate"):
+        # 47 = auto-detect gzip or zlib header; some servers send raw deflate (-15)
+        for wbits in (47, -15):
+            try:  # all input is consumed unless the output reached limit + 1 bytes
+                out = zlib.decompressobj(wbits).decompress(body, limit + 1)
+                break
+            except zlib.error:
+                continue
+    elif coding == "br" and _brotli is not None:
+        try:  # the output buffer stops growing once past the limit
+            out = _brotli.Decompressor().process(body, output_buffer_limit=limit + 1)
+        except Exception:  # corrupt brotli data raises brotli.error
             return None
-        if coding == "br" and _brotli is not None:
-            return _brotli.decompress(body)
-    except Exception:  # corrupt brotli data raises brotli.error
-        return None
-    return None
+    if out is not None and len(out) > limit:
+        raise TooLarge
+    return out
 
 
 # --- characters ------------------------------------------------------------------------------
@@ -254,11 +271,17 @@ def read_warc_html(
         if content_type.split(";", 1)[0].strip().lower() not in HTML_MIME_TYPES:
             stats.count("not_html")
             continue
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            dechunked = dechunk(body)
-            if dechunked is not None:  # not validly chunked after all: keep the raw body
-                body = dechunked
-        body = decode_content(body, headers.get("content-encoding", ""))
+        try:
+            if "chunked" in headers.get("transfer-encoding", "").lower():
+                dechunked = dechunk(body)
+                if dechunked is not None:  # not validly chunked after all: keep the raw body
+                    body = dechunked
+            body = decode_content(body, headers.get("content-encoding", ""))
+            if body is not None and len(body) > MAX_BODY_BYTES:
+                raise TooLarge
+        except TooLarge:
+            stats.skip("too_large")
+            continue
         html = None if body is None else decode_html(body, _charset_of(content_type))
         if html is None:
             stats.skip("bad_encoding")

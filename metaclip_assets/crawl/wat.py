@@ -37,6 +37,7 @@ from metaclip_assets.crawl.pool import (
     ProgressFn,
     ReadStats,
     has_surrogates,
+    replace_surrogates,
     strip_angle,
 )
 from metaclip_assets.crawl.urls import UrlResolver, image_url
@@ -101,8 +102,17 @@ def page_context(
     if not isinstance(page_url, str) or not page_url.strip() or not isinstance(fetch_time, (str, type(None))):
         stats.skip("missing_field")
         return None
+    base = base if isinstance(base, str) else None
+    # Lone surrogates (a JSON \udXXX escape) cannot be written out: every image URL is resolved against the page URL
+    # and <base href>, so such a page is skipped; the date is only carried along, so it is repaired (U+FFFD), as the
+    # WARC header's own values are when their bytes are not UTF-8.
+    if has_surrogates(page_url) or (base is not None and has_surrogates(base)):
+        stats.skip("bad_encoding")
+        return None
+    if fetch_time is not None and has_surrogates(fetch_time):
+        fetch_time = replace_surrogates(fetch_time)
     page_url = strip_angle(page_url)
-    resolver = UrlResolver(page_url, base if isinstance(base, str) else None)
+    resolver = UrlResolver(page_url, base)
     stats.pages_with_images += 1
     stats.images_seen += n_images
     return page_url, fetch_time, resolver
@@ -164,6 +174,13 @@ def rows_from_wat_json(
             stats.count("no_text")
 
 
+def _json_int(digits: str) -> int | float:
+    """JSON integers of any length are valid (RFC 8259) and no row reads one: past int()'s digit limit
+    (sys.get_int_max_str_digits(), 4,300 by default) a float (+-inf) stands in, so that such a record reads
+    as _native's scanner reads it instead of failing as bad_json."""
+    return int(digits) if len(digits) < 4000 else float(digits)
+
+
 def _parse_json_slow(payload) -> tuple[object, str | None]:
     """Stdlib json, as the reference reader parses: (doc, None) or (None, skip reason)."""
     try:
@@ -171,7 +188,7 @@ def _parse_json_slow(payload) -> tuple[object, str | None]:
     except UnicodeDecodeError:
         return None, "bad_encoding"
     try:
-        return json.loads(text), None
+        return json.loads(text, parse_int=_json_int), None
     except (ValueError, RecursionError):  # JSONDecodeError is a ValueError; deep nesting recurses
         return None, "bad_json"
 

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from metaclip_assets.crawl.pool import OTHER_SKIPS, SKIP_REASONS
 from metaclip_assets.curation.balancing import tail_share
 
 HEAD_ROWS = 20
@@ -113,10 +114,16 @@ def _md_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def reason_rows(counts: dict[str, int], reasons: Sequence[str], column: str) -> list[dict]:
+    """One row per reason in `reasons` (zero counts too, so a reader sees what was checked for), then any other
+    reason in `counts`: nothing counted is left out of the card."""
+    keys = [*reasons, *sorted(set(counts) - set(reasons))]
+    return [{"reason": k, column: counts.get(k, 0)} for k in keys]
+
+
 def datacard_markdown(card: DataCard, plot_uri: str | None = None) -> str:
     f = card.funnel
     funnel_rows = [{"stage": k, "count": v} for k, v in f.items()]
-    bad = [{"reason": k, "records": v} for k, v in card.bad_records.items()] or []
     parts = [
         f"# Data card: {card.snapshot}\n",
         f"t = **{card.t:g}** (count mode: {card.count_mode}), seed {card.seed}, metadata `{card.metadata_sha256[:12]}` "
@@ -128,11 +135,9 @@ def datacard_markdown(card: DataCard, plot_uri: str | None = None) -> str:
         "## Funnel\n",
         _md_table(funnel_rows),
         "## Bad records (skipped, by reason)\n",
-        _md_table(bad) if bad else "_none_\n",
+        _md_table(reason_rows(card.bad_records, SKIP_REASONS, "records")),
         "## Skipped but not errors\n",
-        _md_table([{"what": k, "count": v} for k, v in card.other_skipped.items()])
-        if card.other_skipped
-        else "_none_\n",
+        _md_table(reason_rows(card.other_skipped, OTHER_SKIPS, "count")),
         f"## Head: the {HEAD_ROWS} most frequent entries\n",
         _md_table(card.head_table),
         f"## Tail: the {HEAD_ROWS} rarest matched entries\n",

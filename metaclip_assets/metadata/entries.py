@@ -21,6 +21,7 @@ from pathlib import Path
 
 from metaclip_assets.metadata import wikipedia
 from metaclip_assets.metadata.wordnet import NUMBER_ENTRIES, wordnet_names
+from metaclip_assets.storage import file_mode
 
 SOURCES = ("number", "wordnet", "wiki_unigram", "wiki_bigram", "wiki_title", "metadata_json")
 _PUNCTUATION = frozenset(string.punctuation)
@@ -107,6 +108,7 @@ def write_metadata_json(entries: list[str], path: str | Path) -> str:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, file_mode())  # not mkstemp's 0600: other users and pods read metadata too
         os.replace(tmp, path)  # readers see the old file or the complete new one, never a partial write
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

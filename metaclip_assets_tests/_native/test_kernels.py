@@ -169,7 +169,7 @@ def _links(rng: random.Random) -> list[dict]:
 def _damage(rng: random.Random, payload: bytes) -> bytes:
     """One or two random edits of the kinds a JSON scanner gets wrong."""
     for _ in range(rng.randint(1, 2)):
-        kind = rng.randrange(8)
+        kind = rng.randrange(9)
         pos = rng.randrange(len(payload) + 1)
         if kind == 0:  # insert a troublesome token anywhere
             payload = payload[:pos] + rng.choice(_INSERTS) + payload[pos:]
@@ -200,8 +200,11 @@ def _damage(rng: random.Random, payload: bytes) -> bytes:
         elif kind == 6:  # deep nesting in an untracked field
             depth = rng.choice([10, 255, 256, 257, 600])
             payload = payload.replace(b'"Container":', b'"Container":' + b"[" * depth + b"]" * depth + b',"c0":', 1)
-        else:  # trailing garbage or whitespace
+        elif kind == 7:  # trailing garbage or whitespace
             payload = payload + rng.choice([b" ", b"\r\n", b"x", b"{}", b"\x00"])
+        else:  # a number past orjson's double range or int()'s 4,300-digit limit, in an untracked field
+            digits = rng.choice([b"1" * 5001, b"-" + b"9" * 5001, b"3" * 400, b"1e99999", b"2" * 4300])
+            payload = payload.replace(b'"Container":', b'"Container":' + digits + b',"c1":', 1)
     return payload
 
 
@@ -235,7 +238,7 @@ def test_compiled_rows_equal_python_rows_on_damaged_payloads(tmp_path, monkeypat
             payload = _damage(rng, payload)
         members.append(wat_record(rng.choice([uri, ""]), payload))
     path = tmp_path / "fuzz.warc.wat.gz"
-    write_members(path, members)
+    offsets = write_members(path, members)
 
     calls = {"orjson": 0}
     real = wat.orjson
@@ -257,6 +260,9 @@ def test_compiled_rows_equal_python_rows_on_damaged_payloads(tmp_path, monkeypat
     with_images = sum(1 for m in members[1:] if wat.IMG_MARK in gzip.decompress(m))
     assert 300 < calls["orjson"] < with_images - 800, (calls, with_images)
     assert comp.height > 3000
+    # issue 16: records with a 5,001-digit integer read as rows on both paths (they were bad_json in Python only)
+    huge = {off for off, m in zip(offsets, members) if b"1" * 5001 in gzip.decompress(m)}
+    assert len(huge) > 20 and len(huge & set(comp["record_offset"])) > 10, len(huge)
     assert {"bad_json", "bad_encoding", "missing_field", "bad_url"} <= set(cst.skips)
     assert {"no_src", "data_uri", "no_text"} <= set(cst.counts)
 

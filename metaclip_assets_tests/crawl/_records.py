@@ -18,6 +18,7 @@ __all__ = [
     "SNAP",
     "html_response",
     "img",
+    "runaway_member",
     "random_links",
     "warc_member",
     "warcinfo",
@@ -25,6 +26,7 @@ __all__ = [
     "wat_page",
     "wat_record",
     "write_members",
+    "zero_bomb",
 ]
 
 SNAP = "CC-TEST-2024-22"
@@ -170,3 +172,51 @@ def random_links(rng: random.Random, n: int) -> list[dict]:
                 link[key] = rng.choice(words)
         out.append(link)
     return out
+
+
+# --- hostile inputs --------------------------------------------------------------------------
+
+
+def runaway_member() -> bytes:
+    """The start of a gzip member whose deflate stream is damaged without a zlib error: a non-final stored block
+    of 65,535 bytes that swallows whatever follows it (intact members included) up to the end of a small file."""
+    return b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff" + b"\x00\xff\xff\x00\x00" + b"swallowed: "
+
+
+def _fixed_huffman_zeros(reps: int) -> bytes:
+    """Raw deflate: one fixed-Huffman block of a literal 0 and `reps` copies of (length 258, distance 1)."""
+    out, acc, n = bytearray(), 0, 0
+
+    def put(value: int, nbits: int) -> None:
+        nonlocal acc, n
+        acc |= value << n
+        n += nbits
+        while n >= 8:
+            out.append(acc & 0xFF)
+            acc >>= 8
+            n -= 8
+
+    def code(c: int, nbits: int) -> None:  # Huffman codes are packed from their most significant bit
+        put(int(format(c, f"0{nbits}b")[::-1], 2), nbits)
+
+    put(1, 1)  # BFINAL
+    put(1, 2)  # BTYPE 01: fixed Huffman
+    code(0x30, 8)  # literal 0
+    for _ in range(reps):
+        code(0b11000101, 8)  # length 258 (code 285)
+        code(0, 5)  # distance 1
+    code(0, 7)  # end of block
+    if n:
+        out.append(acc)
+    return bytes(out)
+
+
+def zero_bomb(size: int) -> tuple[bytes, int]:
+    """(raw deflate stream, its inflated size >= `size`) of zeros, ~13 bits per 258 bytes: 27 MB inflate to 4.3 GB.
+
+    Eight (length, distance) pairs are 104 bits, 13 whole bytes, so the stream is the 9-pair one with bytes 3..16
+    (pairs 1-8, which start on a byte boundary) repeated: built in O(output / 2064) without running a compressor.
+    """
+    base = _fixed_huffman_zeros(9)
+    m = max(0, (size - 1 - 258 * 9) // (258 * 8) + 1)
+    return base[:3] + base[3:16] * m + base[3:], 1 + 258 * (9 + 8 * m)
