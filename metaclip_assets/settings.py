@@ -79,6 +79,12 @@ SHARED = Setting(
     None,
     "the team's shared data folder for real-data tests (default: ../shared beside the checkout)",
 )
+DECODE_MEMORY_FRACTION = Setting(
+    "METACLIP_DECODE_MEMORY_FRACTION",
+    "0.5",
+    "share of the process's memory (cgroup limit, else physical) that image acquisition's fetched bodies and "
+    "decodes may hold; decode workers = what fits after the bodies / the worst-case decode",
+)
 
 ALL = [
     DATA_ROOT,
@@ -98,6 +104,7 @@ ALL = [
     AUTOMATION_INTERVAL_S,
     BENCH_DIR,
     SHARED,
+    DECODE_MEMORY_FRACTION,
 ]
 
 
@@ -129,6 +136,17 @@ def bench_dir() -> Path:
     import tempfile
 
     return Path(BENCH_DIR.raw() or Path(tempfile.gettempdir()) / "metaclip-bench")
+
+
+def decode_memory_fraction() -> float:
+    value = DECODE_MEMORY_FRACTION.raw()
+    try:
+        fraction = float(value)  # type: ignore[arg-type]
+    except ValueError:
+        fraction = -1.0
+    if not 0 < fraction <= 1:
+        raise ValueError(f"{DECODE_MEMORY_FRACTION.name} must be a number in (0, 1], got {value!r}")
+    return fraction
 
 
 def shared_dir(repo_root: Path) -> Path:

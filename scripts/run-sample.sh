@@ -7,7 +7,7 @@ bash scripts/setup.sh
 export DAGSTER_HOME=${DAGSTER_HOME:-$PWD/.dagster_home}
 export METACLIP_DATA_ROOT=${METACLIP_DATA_ROOT:-$PWD/data}
 mkdir -p "$DAGSTER_HOME"
-[ -f "$DAGSTER_HOME/dagster.yaml" ] || printf 'telemetry:\n  enabled: false\n' > "$DAGSTER_HOME/dagster.yaml"
+[ -f "$DAGSTER_HOME/dagster.yaml" ] || cp deploy/dagster-embedded.yaml "$DAGSTER_HOME/dagster.yaml"  # run monitoring
 SNAPSHOT=${SNAPSHOT:-SAMPLE-2024-10}
 PATH=$PWD/.venv/bin:$PATH
 export PYTHONWARNINGS=ignore  # Dagster's beta/preview warnings would bury the run output
@@ -40,6 +40,8 @@ dagster asset materialize $M --select acquisition_report --partition "$SNAPSHOT"
 dagster asset materialize $M --select clip_checkpoint --partition "$SNAPSHOT" --config-json "{$INPROC}"
 # Evaluate it on the sample's held-out split (data/eval/<snapshot>/): zero-shot, TiC-CLIP matrix, MLflow.
 dagster asset materialize $M --select eval_metrics --partition "$SNAPSHOT" --config-json "{$INPROC}"
+# Export it for other tools: open_clip's hub folder (local-dir:) and a transformers CLIPModel (data/exports/...).
+dagster asset materialize $M --select exported_model --partition "$SNAPSHOT" --config-json "{$INPROC}"
 echo
 python - "$METACLIP_DATA_ROOT/datacard/$SNAPSHOT/acquisition.json" <<'PY'
 import json, sys
@@ -56,5 +58,6 @@ print(f"Eval (held-out split, {int(z['n_classes'])} classes, {int(z['n_samples']
       f"(chance {z['chance_top1']:.2f}), top-5 {z['top5']:.3f}, mean per-class recall {z['mean_per_class_recall']:.3f}")
 PY
 echo "Eval report: $METACLIP_DATA_ROOT/evaluation/metaclip/tiny-clip/$SNAPSHOT/report.md"
+echo "Exported model: $METACLIP_DATA_ROOT/exports/metaclip/tiny-clip/$SNAPSHOT/{open_clip,hf}/ (README: Use the results)"
 echo "MLflow UI: .venv/bin/mlflow ui --backend-store-uri sqlite:///$METACLIP_DATA_ROOT/mlflow/mlflow.db"
 echo "UI: DAGSTER_HOME=$DAGSTER_HOME METACLIP_DATA_ROOT=$METACLIP_DATA_ROOT .venv/bin/dagster dev -w workspace.yaml"

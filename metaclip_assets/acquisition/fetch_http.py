@@ -18,6 +18,7 @@ import http.client
 import ipaddress
 import itertools
 import random
+import re
 import socket
 import ssl
 import threading
@@ -35,6 +36,9 @@ OPT_OUT_DIRECTIVES = frozenset({"noai", "noimageai"})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 OK_STATUSES = frozenset({200, 203})
 _CHUNK = 64 * 1024
+# A DNS name as resolvers accept it (letters, digits, '-', '_'; labels of 1-63; at most 253 in all). Anything else
+# (spaces, control characters, empty labels) is a malformed URL, not a name to send to DNS and retry.
+_HOST_NAME = re.compile(r"(?=.{1,253}\.?$)[A-Za-z0-9_-]{1,63}(\.[A-Za-z0-9_-]{1,63})*\.?")
 
 Resolver = Callable[[str, int], list[str]]  # (host, port) -> IP address strings
 
@@ -114,11 +118,36 @@ def _split_url(url: str) -> tuple[str, str, int, str]:
         host = host.encode("idna").decode("ascii") if not host.isascii() else host
     except UnicodeError as e:
         raise FetchRefused("bad_url", f"bad host name: {e}") from None
+    if not _HOST_NAME.fullmatch(host) and not _is_ip_literal(host):
+        raise FetchRefused("bad_url", f"bad host name {host[:100]!r}")
     # http.client refuses non-ASCII and spaces in the request line; quoting keeps existing %XX escapes
     target = quote(p.path or "/", safe="/%:@!$&'()*+,;=-._~")
     if p.query:
         target += "?" + quote(p.query, safe="/%:@!$&'()*+,;=-._~?")
     return p.scheme, host, port or (443 if p.scheme == "https" else 80), target
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])  # urlsplit strips IPv6 brackets; a zone id follows '%'
+    except ValueError:
+        return False
+    return True
+
+
+def _redirect_target(url: str, location: str, status: int) -> str:
+    """The absolute URL a redirect points to, or a permanent `bad_redirect`: a Location that cannot be parsed
+    is the server's error, and following it again on a retry cannot go differently."""
+    try:
+        target = urljoin(url, location.strip()).split("#", 1)[0]
+        _split_url(target)
+    except ValueError as e:  # urljoin: e.g. "Invalid IPv6 URL"
+        raise FetchRefused("bad_redirect", f"Location {location[:200]!r}: {e}", status=status) from None
+    except FetchRefused as e:
+        if e.reason != "bad_url":
+            raise  # url_credentials keeps its policy reason
+        raise FetchRefused("bad_redirect", f"Location {location[:200]!r}: {e.detail}", status=status) from None
+    return target
 
 
 # --- deadlines ------------------------------------------------------------------------------------
@@ -349,6 +378,8 @@ class HttpImageSource:
             raise FetchRefused("dns_error", f"{host}: {e}", transient=not permanent) from None
         except OSError as e:
             raise FetchRefused("dns_error", f"{host}: {e}", transient=True) from None
+        except UnicodeError as e:  # getaddrinfo's IDNA step; _split_url's name check should have caught it
+            raise FetchRefused("bad_url", f"{host}: {e}") from None
         if not ips:
             raise FetchRefused("dns_error", f"{host}: no addresses")
         return ips
@@ -411,7 +442,7 @@ class HttpImageSource:
             resp = conn.getresponse()
             status, ctype = resp.status, resp.getheader("Content-Type")
             if status in REDIRECT_STATUSES and resp.getheader("Location"):
-                return urljoin(url, resp.getheader("Location", "").strip()).split("#", 1)[0]
+                return _redirect_target(url, resp.getheader("Location", ""), status)
             if status not in OK_STATUSES:
                 raise self._status_error(status, resp)
             if opted_out(resp.headers.get_all("X-Robots-Tag") or (), self.ua_token, self.opt_out_directives):
@@ -457,6 +488,13 @@ class HttpImageSource:
                 conn.sock.settimeout(remaining)
             chunk = resp.read(min(_CHUNK, self.max_bytes + 1 - size))
             if not chunk:
+                if resp.length:  # http.client counts down Content-Length and returns b"" at EOF without raising
+                    raise FetchRefused(
+                        "truncated",
+                        f"connection closed after {size} bytes, {resp.length} short of Content-Length",
+                        transient=True,
+                        status=status,
+                    )
                 return b"".join(parts)
             parts.append(chunk)
             size += len(chunk)
@@ -488,7 +526,9 @@ class HttpImageSource:
             return FetchRefused("connection_error", f"TLS certificate: {e}")
         if isinstance(e, socket.gaierror):
             return FetchRefused("dns_error", str(e), transient=True)
-        if isinstance(e, (OSError, http.client.RemoteDisconnected, http.client.IncompleteRead)):
+        if isinstance(e, http.client.IncompleteRead):  # a chunked body cut before its last chunk
+            return FetchRefused("truncated", f"{type(e).__name__}: {e}", transient=True)
+        if isinstance(e, (OSError, http.client.RemoteDisconnected)):
             return FetchRefused("connection_error", f"{type(e).__name__}: {e}", transient=True)
         if isinstance(e, http.client.HTTPException):  # malformed status line / headers: retrying will not help
             return FetchRefused("connection_error", f"{type(e).__name__}: {e}")

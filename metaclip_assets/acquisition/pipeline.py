@@ -10,6 +10,10 @@ Per chunk the commit order is: (old sidecar removed) -> tar renamed into place -
 is the completion marker: a chunk is complete when its sidecar exists, lists exactly the planned keys with
 the same processing config, and the tar exists if any row succeeded. Everything else is redone.
 
+Memory: fetch threads (`workers`) each hold at most one body, and only `decode_workers` of them decode at once,
+each within `ProcessConfig.decode_bytes_bound()`; `plan_workers` picks decode_workers so that bodies plus decodes
+fit a fraction of the memory the process actually has (cgroup limit, see `resources`).
+
 Dedup: the first image (in key order) with a given sha256 of its original bytes is kept; later images with
 the same bytes become `duplicate` rows pointing at it. On resume the hashes of every complete chunk are loaded
 first, so a rebuilt chunk never re-admits bytes that another shard already holds.
@@ -17,6 +21,7 @@ first, so a rebuilt chunk never re-admits bytes that another shard already holds
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -28,12 +33,14 @@ from typing import Any
 import polars as pl
 
 from metaclip_assets.acquisition.process import (
+    DECODE_BYTES_PER_PIXEL,
     DEFAULT_MAX_PIXELS,
     ImageRejected,
     ProcessConfig,
     ProcessedImage,
     process_image,
 )
+from metaclip_assets.acquisition.resources import Capacity, detect
 from metaclip_assets.acquisition.shards import (
     ShardWriter,
     read_members,
@@ -101,6 +108,79 @@ _JSON_FIELDS = (
 )
 
 Progress = Callable[[Mapping[str, int], float], None]  # (rows by reason code so far, rows/s this run)
+DEFAULT_MEMORY_FRACTION = 0.5  # of the process's memory for bodies + decodes; the rest: frames, tars, the runtime
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """How many threads fetch and how many decode, and the memory arithmetic behind it (logged and reported)."""
+
+    workers: int  # fetch threads; each holds at most one body of `body_bytes`
+    decode_workers: int  # decodes at once, each within `decode_bytes`
+    decode_bytes: int  # ProcessConfig.decode_bytes_bound(): worst case of one decode
+    body_bytes: int  # the source's byte cap
+    memory_budget: int  # memory_fraction x capacity.memory_bytes
+    memory_fraction: float
+    capacity: Capacity
+
+    @property
+    def worst_case_bytes(self) -> int:
+        return self.workers * self.body_bytes + self.decode_workers * self.decode_bytes
+
+    @property
+    def fits(self) -> bool:
+        return self.worst_case_bytes <= self.memory_budget
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "workers": self.workers,
+            "decode_workers": self.decode_workers,
+            "decode_bytes": self.decode_bytes,
+            "body_bytes": self.body_bytes,
+            "memory_budget": self.memory_budget,
+            "memory_fraction": self.memory_fraction,
+            "worst_case_bytes": self.worst_case_bytes,
+            "fits": self.fits,
+            **self.capacity.describe(),
+        }
+
+    def line(self) -> str:
+        mib = 1 << 20
+        text = (
+            f"{self.workers} fetch / {self.decode_workers} decode workers: worst case {self.workers} x "
+            f"{self.body_bytes // mib} MiB bodies + {self.decode_workers} x {self.decode_bytes // mib} MiB decodes "
+            f"= {self.worst_case_bytes // mib} MiB of a {self.memory_budget // mib} MiB budget "
+            f"({self.memory_fraction:.0%} of {self.capacity.memory_bytes // mib} MiB, {self.capacity.memory_source}; "
+            f"{self.capacity.cpus} CPUs, {self.capacity.cpu_source})"
+        )
+        if not self.fits:
+            text += (
+                ". OVER BUDGET even with one decode: raise the memory limit, or lower max_pixels "
+                f"({DECODE_BYTES_PER_PIXEL} bytes/pixel), workers or max_bytes"
+            )
+        return text
+
+
+def plan_workers(
+    cfg: ProcessConfig,
+    capacity: Capacity,
+    *,
+    workers: int,
+    body_bytes: int,
+    memory_fraction: float = DEFAULT_MEMORY_FRACTION,
+    decode_workers: int | None = None,
+) -> WorkerPlan:
+    """Decode slots: as many as fit the budget after the bodies, at most one per CPU and per fetch thread,
+    at least one (`fits` turns False and the log says what to change when even one does not fit)."""
+    if not 0 < memory_fraction <= 1:
+        raise ValueError(f"memory_fraction must be in (0, 1], got {memory_fraction}")
+    workers = max(1, workers)
+    budget = int(capacity.memory_bytes * memory_fraction)
+    per_decode = cfg.decode_bytes_bound()
+    if decode_workers is None:
+        decode_workers = (budget - workers * body_bytes) // per_decode
+    decode_workers = max(1, min(decode_workers, workers, capacity.cpus))
+    return WorkerPlan(workers, decode_workers, per_decode, body_bytes, budget, memory_fraction, capacity)
 
 
 @dataclass
@@ -117,6 +197,7 @@ class AcquireResult:
     elapsed_s: float
     processed_rows: int = 0  # rows whose outcome was decided in this run
     transient_failures: int = 0  # failed rows a later retry_failed run might recover (source.TRANSIENT)
+    plan: WorkerPlan | None = None  # the fetch / decode workers used, and why
 
     @property
     def ok(self) -> int:
@@ -142,6 +223,7 @@ class AcquireResult:
             "processed_rows": self.processed_rows,
             "elapsed_s": round(self.elapsed_s, 3),
             "rows_per_s": round(self.processed_rows / self.elapsed_s, 2) if self.elapsed_s > 0 else None,
+            "workers": self.plan.describe() if self.plan else None,
         }
 
 
@@ -166,14 +248,15 @@ class _Chunk:
         return [r["key"] for r in self.rows]
 
 
-def _work(source: ImageSource, url: str, cfg: ProcessConfig) -> _Outcome:
+def _work(source: ImageSource, url: str, cfg: ProcessConfig, decode_slots: threading.Semaphore) -> _Outcome:
     """Fetch + decode one URL in a worker thread. Never raises: a bug becomes an `internal_error` row."""
     try:
         fr = source.fetch(url)
         if not fr.ok:
             return _Outcome(fr.reason_code, fr.status, fr.detail, fr.attempts, fr.elapsed)
         try:
-            image = process_image(fr.body or b"", cfg)
+            with decode_slots:  # memory: at most plan.decode_workers decodes at once
+                image = process_image(fr.body or b"", cfg)
         except ImageRejected as e:
             return _Outcome(e.reason, fr.status, e.detail, fr.attempts, fr.elapsed)
         return _Outcome("ok", fr.status, "", fr.attempts, fr.elapsed, image)
@@ -348,6 +431,7 @@ def acquire(
     min_image_size: int = 0,
     retry_failed: bool = False,
     workers: int = 16,
+    plan: WorkerPlan | None = None,
     progress: Progress | None = None,
     progress_every_s: float = 5.0,
     seen_sha256: Mapping[str, str] | None = None,
@@ -357,7 +441,8 @@ def acquire(
     Re-running skips complete shards; `retry_failed=True` re-fetches the failed rows of complete shards
     (duplicates excepted) and rebuilds those shards. `seen_sha256` (sha256 -> image_uuid) lets the caller
     extend dedup to images kept by other shards of the snapshot. `progress(counts, rate)` is called after
-    every shard and at most every `progress_every_s` seconds while one is being fetched.
+    every shard and at most every `progress_every_s` seconds while one is being fetched. `plan` (default:
+    `plan_workers` for `workers` and this process's capacity) sets the fetch threads and the decode slots.
     """
     start = time.monotonic()
     cfg = ProcessConfig(
@@ -368,6 +453,9 @@ def acquire(
         min_image_size=min_image_size,
     )
     fingerprint = cfg.fingerprint()
+    if plan is None:
+        plan = plan_workers(cfg, detect(), workers=workers, body_bytes=getattr(source, "max_bytes", 16 << 20))
+    decode_slots = threading.BoundedSemaphore(plan.decode_workers)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     prefix = shard_prefix(snapshot, shard)
@@ -414,14 +502,14 @@ def acquire(
             progress(dict(counts + (extra or Counter())), processed / elapsed if elapsed > 0 else 0.0)
         last_report = time.monotonic()
 
-    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="acquire")
+    pool = ThreadPoolExecutor(max_workers=plan.workers, thread_name_prefix="acquire")
     try:
         pending: dict[int, dict[str, Future[_Outcome]]] = {}
 
         def submit(i: int) -> None:
             if i < len(todo):
                 c, urls = todo[i]
-                pending[c.n] = {u: pool.submit(_work, source, u, cfg) for u in urls}
+                pending[c.n] = {u: pool.submit(_work, source, u, cfg, decode_slots) for u in urls}
 
         submit(0)
         for i, (c, _urls) in enumerate(todo):
@@ -466,7 +554,17 @@ def acquire(
         elapsed_s=time.monotonic() - start,
         processed_rows=processed,
         transient_failures=sum(final_counts[r] for r in TRANSIENT),
+        plan=plan,
     )
 
 
-__all__ = ["AcquireResult", "INPUT_SCHEMA", "SAMPLE_SCHEMA", "acquire", "plan_chunks", "prepare_rows"]
+__all__ = [
+    "AcquireResult",
+    "INPUT_SCHEMA",
+    "SAMPLE_SCHEMA",
+    "WorkerPlan",
+    "acquire",
+    "plan_chunks",
+    "plan_workers",
+    "prepare_rows",
+]

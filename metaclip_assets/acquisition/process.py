@@ -6,6 +6,12 @@ Resize modes follow img2dataset's names and geometry so users can carry their se
   center_crop  smallest side becomes `image_size`, then the central image_size x image_size square
   border       largest side becomes `image_size`, then padded to a square with white (img2dataset's colour)
 Alpha is composited onto white, as img2dataset does, so transparent logos do not turn black.
+
+Memory: an image's decode memory is estimated from its header before anything is decoded (`decode_bytes`) and
+refused above `ProcessConfig.decode_bytes_bound()` (DECODE_BYTES_PER_PIXEL x max_pixels + the resize), so the
+pipeline can size its decode slots by that bound. The steps below keep every image to that estimate: each copy
+made while converting releases its source, grey images stay one byte a pixel until they are small, and JPEGs
+decode at a reduced scale (`draft`).
 """
 
 from __future__ import annotations
@@ -21,6 +27,11 @@ from PIL import Image, ImageOps
 
 RESIZE_MODES = ("no", "keep_ratio", "center_crop", "border")
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own MAX_IMAGE_PIXELS default (~ 9459 x 9459)
+# Peak bytes per source pixel the decode may hold: Pillow stores RGB/RGBA/CMYK at 4 bytes a pixel, and the
+# worst conversion (RGBA/CMYK -> RGB) holds source and result at once. Images whose estimate exceeds this
+# (a progressive CMYK JPEG at full size, an extreme strip upscaled by the resize) are refused unread.
+DECODE_BYTES_PER_PIXEL = 8
+_DECODE_SLACK = 16 * 1024 * 1024  # decoder buffers, the compressed bytes, the JPEG written
 # Only the formats images on the web come in: every extra plugin is attack surface for crafted bytes.
 WEB_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "TIFF", "ICO", "AVIF")
 Image.init()  # registers every plugin now, so the filter below sees what this Pillow build can open
@@ -59,6 +70,11 @@ class ProcessConfig:
         if self.image_size < 1 or not 1 <= self.jpeg_quality <= 100 or self.max_pixels < 1:
             raise ValueError("image_size >= 1, 1 <= jpeg_quality <= 100 and max_pixels >= 1 required")
 
+    def decode_bytes_bound(self) -> int:
+        """Most memory one `process_image` call may use: no image estimated above it is decoded."""
+        # the resize of an image at the limit: a reduced copy within 6x the target per side, resample, result
+        return self.max_pixels * DECODE_BYTES_PER_PIXEL + self.image_size**2 * 4 * 39 + _DECODE_SLACK
+
     def fingerprint(self) -> str:
         """Stable text of everything that changes the JPEG bytes; stored with each shard to detect changes."""
         return f"{self.resize_mode}:{self.image_size}:q{self.jpeg_quality}:px{self.max_pixels}:min{self.min_image_size}"
@@ -73,29 +89,108 @@ def _target_size(w: int, h: int, cfg: ProcessConfig) -> tuple[int, int]:
     return max(1, round(w * scale)), max(1, round(h * scale))
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
-    """Any Pillow mode -> RGB: alpha onto white, palette via its alpha, CMYK/YCbCr/LAB converted, 16-bit scaled."""
+_WIDE_GREY = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+_BAND_ROWS = 256  # rows scaled at a time: numpy temporaries stay a few MB whatever the image size
+
+
+def _pixel_bytes(mode: str) -> int:
+    """Bytes a pixel of `mode` takes in Pillow's storage (every multi-band mode is 4, RGB included)."""
+    if Image.getmodebands(mode) > 1:
+        return 4
+    return 2 if mode.startswith("I;16") else 4 if mode in ("I", "F") else 1
+
+
+def _scan_bytes(img: Image.Image) -> int:
+    """Buffers a decoder holds beside the image: progressive JPEG keeps every DCT coefficient of the full-size
+    image (2 bytes per component per pixel, whatever `draft` chose); libtiff may read a whole strip raw."""
+    w, h = img.size  # call before `draft` shrinks it
+    if img.format == "JPEG" and (img.info.get("progressive") or img.info.get("progression")):
+        layer = getattr(img, "layer", None) or [("", 1, 1, 0)] * 4  # (id, h sampling, v sampling, table)
+        full = max(c[1] for c in layer) * max(c[2] for c in layer)
+        return w * h * 2 * sum(c[1] * c[2] for c in layer) // full
+    if img.format == "TIFF":
+        tags = getattr(img, "tag_v2", {})
+        bits = tags.get(258, (8,))
+        return w * h * -(-sum(bits if isinstance(bits, tuple) else (bits,)) // 8)
+    return 0
+
+
+def _resize_bytes(size: tuple[int, int], target: tuple[int, int], cfg: ProcessConfig) -> int:
+    """Memory of the resize and re-encode: Pillow first reduces by an integer factor to within 3x of the target
+    (reducing_gap), so the reduced copy is up to 36x the target, plus the resample pass and the result."""
+    tw, th = target
+    if cfg.resize_mode == "no":
+        return tw * th * 4  # the JPEG written (and its copy out of the buffer): at most ~2 bytes a pixel each
+    reduced = min(size[0] * size[1], tw * th * 36) if size[0] * size[1] > tw * th else 0
+    return (reduced + tw * th * 2) * 4 + cfg.image_size**2 * 4
+
+
+def decode_bytes(
+    img: Image.Image, target: tuple[int, int], cfg: ProcessConfig, scan: int = 0, rotate: bool = False
+) -> int:
+    """Peak memory `process_image` needs for this opened (header-only, drafted) image: the largest of its
+    phases. `scan` is `_scan_bytes` taken before `draft`."""
+    w, h = img.size
+    decoded = w * h * _pixel_bytes(img.mode)
+    converted = 0 if img.mode in ("RGB", "L") and "transparency" not in img.info else w * h * 4
+    phases = (
+        scan + decoded,  # decoding
+        2 * decoded if rotate else 0,  # EXIF transpose copies
+        decoded + converted,  # converting: the source is closed once the copy exists
+        (converted or decoded) + _resize_bytes((w, h), target, cfg),
+    )
+    return max(phases) + _DECODE_SLACK
+
+
+def _composite_on_white(img: Image.Image, out_mode: str) -> Image.Image:
+    """Alpha onto white by pasting through the alpha band (no second full-size RGBA copy)."""
+    background = Image.new(out_mode, img.size, 255 if out_mode == "L" else (255, 255, 255))
+    background.paste(img, mask=img)  # the mask is img's own alpha band
+    img.close()
+    return background
+
+
+def _scaled_grey(img: Image.Image) -> Image.Image:
+    """16/32-bit grey -> L, scaled rather than clipped (Pillow's convert("L") clips at 255: a 16-bit PNG turns
+    white), a band of rows at a time so that no float copy of the whole image exists."""
     mode = img.mode
-    if mode == "RGB":
+    lo, hi = (0.0, 65535.0)
+    if mode in ("F", "I"):
+        emin, emax = img.getextrema()
+        if mode == "F" or emax > 65535:
+            lo, hi = float(emin), float(emax)
+    scale = 255.0 / max(hi - lo, 1e-12)
+    w, h = img.size
+    grey = np.empty((h, w), np.uint8)
+    for top in range(0, h, _BAND_ROWS):
+        band = np.asarray(img.crop((0, top, w, min(h, top + _BAND_ROWS))), dtype=np.float32)
+        grey[top : top + band.shape[0]] = np.clip((band - lo) * scale, 0, 255)
+    img.close()
+    return Image.fromarray(grey)
+
+
+def _to_rgb_or_grey(img: Image.Image) -> Image.Image:
+    """Any Pillow mode -> RGB, or L for grey sources (made RGB once small: identical pixels, a quarter of the
+    memory): alpha onto white, palette via its alpha, CMYK/YCbCr/LAB converted, 16-bit scaled. Closes `img`
+    whenever it returns a copy, so the source and the result never outlive the copy."""
+    mode = img.mode
+    if mode in ("RGB", "L") and "transparency" not in img.info:
         return img
-    if mode == "P":  # palette with a transparent index is really RGBA
-        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-        mode = img.mode
-        if mode == "RGB":
-            return img
-    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        # 16-bit / 32-bit grey: Pillow's convert("L") clips at 255 (a 16-bit PNG turns white), so scale instead
-        arr = np.asarray(img, dtype=np.float64)
-        lo, hi = (0.0, 65535.0) if mode != "F" else (float(arr.min()), float(arr.max()))
-        if mode == "I" and arr.max() > 65535:
-            lo, hi = float(arr.min()), float(arr.max())
-        grey = np.clip((arr - lo) * (255.0 / max(hi - lo, 1e-12)), 0, 255).astype(np.uint8)
-        return Image.fromarray(grey).convert("RGB")
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode in ("L", "RGB") and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return img.convert("RGB")  # 1, L, CMYK (Pillow handles Adobe inverted CMYK JPEGs), YCbCr, LAB, HSV
+    if mode in _WIDE_GREY:
+        return _scaled_grey(img)
+    if mode in ("LA", "La") or (mode == "L" and "transparency" in img.info):
+        la = img if mode == "LA" else img.convert("LA")
+        if la is not img:
+            img.close()
+        return _composite_on_white(la, "L")
+    if mode in ("RGBA", "PA", "RGBa", "P", "RGB") and (mode != "P" or "transparency" in img.info):
+        rgba = img if mode == "RGBA" else img.convert("RGBA")  # P with a transparent index is really RGBA
+        if rgba is not img:
+            img.close()
+        return _composite_on_white(rgba, "RGB")
+    out = img.convert("L" if mode == "1" else "RGB")  # 1, P, CMYK (Adobe inverted handled), YCbCr, LAB, HSV
+    img.close()
+    return out
 
 
 def process_image(data: bytes, cfg: ProcessConfig) -> ProcessedImage:
@@ -119,15 +214,27 @@ def process_image(data: bytes, cfg: ProcessConfig) -> ProcessedImage:
         if min(ow, oh) < cfg.min_image_size:
             raise ImageRejected("image_too_small", f"{ow}x{oh} smaller than {cfg.min_image_size}")
         tw, th = _target_size(ow, oh, cfg)
+        rotate, scan = orientation in (5, 6, 7, 8), _scan_bytes(img)
         if img.format == "JPEG" and cfg.resize_mode != "no":
             # libjpeg can decode at 1/2, 1/4, 1/8 scale for free; draft never goes below the requested size
-            img.draft("RGB", (th, tw) if orientation in (5, 6, 7, 8) else (tw, th))
+            img.draft("RGB", (th, tw) if rotate else (tw, th))
+        need, bound = decode_bytes(img, (tw, th), cfg, scan, rotate), cfg.decode_bytes_bound()
+        if need > bound:
+            raise ImageRejected(
+                "decode_memory",
+                f"{w}x{h} {img.mode} -> {tw}x{th} needs ~{need >> 20} MiB to decode and resize, "
+                f"over the per-image bound of {bound >> 20} MiB (max_pixels={cfg.max_pixels})",
+            )
         img.load()
         img = ImageOps.exif_transpose(img) if orientation != 1 else img
-        rgb = _to_rgb(img)
+        rgb = _to_rgb_or_grey(img)
+        del img
         if rgb.size != (tw, th):
             # reducing_gap: cheap integer box reduction first, then an accurate filter for the rest
-            rgb = rgb.resize((tw, th), Image.Resampling.BICUBIC, reducing_gap=3.0)
+            big, rgb = rgb, rgb.resize((tw, th), Image.Resampling.BICUBIC, reducing_gap=3.0)
+            big.close()
+        if rgb.mode != "RGB":
+            rgb = rgb.convert("RGB")
         if cfg.resize_mode == "center_crop":
             left, top = (tw - cfg.image_size) // 2, (th - cfg.image_size) // 2
             rgb = rgb.crop((left, top, left + cfg.image_size, top + cfg.image_size))

@@ -67,9 +67,27 @@ def summarize(snapshot: str, stats: list[dict], index: pl.DataFrame, failures: p
         "config": stats[0]["config"]
         if len({json.dumps(s["config"], sort_keys=True) for s in stats}) == 1
         else {"mixed": [s["config"] for s in stats]},
+        # fetch / decode workers and the memory arithmetic behind them, per shard (pods may differ)
+        "workers": [{"shard": s["shard"], **s["workers"]} for s in stats if s.get("workers")],
         "per_shard": [{k: s[k] for k in PER_SHARD_FIELDS} | {"tars": len(s["tars"])} for s in stats],
         "failure_examples": examples,
     }
+
+
+def _workers_lines(plans: list[dict]) -> list[str]:
+    """One line per distinct plan: how many fetched, how many decoded at once, and the memory that allowed it."""
+    mib = 1 << 20
+    lines: dict[str, list[int]] = {}
+    for p in plans:
+        text = (
+            f"{p['workers']} fetch / {p['decode_workers']} decode workers: {p['workers']} x {p['body_bytes'] // mib} "
+            f"MiB bodies + {p['decode_workers']} x {p['decode_bytes'] // mib} MiB worst-case decodes = "
+            f"{p['worst_case_bytes'] // mib} MiB of a {p['memory_budget'] // mib} MiB budget "
+            f"({p['memory_fraction']:.0%} of {p['memory_bytes'] // mib} MiB, {p['memory_source']}; {p['cpus']} CPUs, "
+            f"{p['cpu_source']}){'' if p['fits'] else ' - OVER BUDGET'}"
+        )
+        lines.setdefault(text, []).append(p["shard"])
+    return [f"Shard(s) {', '.join(map(str, shards))}: {text}." for text, shards in lines.items()] + [""] * bool(lines)
 
 
 def report_markdown(s: dict) -> str:
@@ -102,6 +120,7 @@ def report_markdown(s: dict) -> str:
             for r, n in s["reasons"].items()
         ],
         "",
+        *_workers_lines(s.get("workers", [])),
         "### Per shard",
         "",
         "| shard | pairs | samples | success | tars | written | skipped |",

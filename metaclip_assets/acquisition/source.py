@@ -20,12 +20,14 @@ REASONS: dict[str, str] = {
     "url_credentials": "URL carries user:password@ (never sent)",
     "blocked_address": "host resolves to a loopback/private/link-local/multicast/reserved address (SSRF guard)",
     "too_many_redirects": "redirect chain longer than the limit",
+    "bad_redirect": "redirect whose Location is not a valid http(s) URL (unparsable, bad host name or port): not followed",
     "opt_out": "X-Robots-Tag opt-out (noai / noimageai) for this agent",
     # network
     "dns_error": "host name did not resolve",
     "timeout": "total deadline (DNS + connect + headers + body) exceeded",
     "connection_error": "refused / reset / TLS / protocol error",
     "too_large": "body larger than the byte cap (Content-Length or while reading)",
+    "truncated": "connection closed before the body was complete (shorter than Content-Length, or a cut chunked body)",
     "bad_encoding": "Content-Encoding that cannot be (safely) decoded",
     "http_4xx": "final HTTP status 4xx other than 429 (not retried)",
     "http_429": "rate limited (429) after all retries",
@@ -40,6 +42,8 @@ REASONS: dict[str, str] = {
     "empty_body": "zero-byte body",
     "decode_error": "Pillow cannot identify or decode the bytes (corrupt, truncated, unsupported format)",
     "decompression_bomb": "declared pixel count above the limit (refused before decoding)",
+    "decode_memory": "decoding and resizing would need more memory than the per-image bound (8 bytes x max_pixels "
+    "+ the resize): a progressive CMYK JPEG near the limit, a thin strip upscaled; refused before decoding",
     "image_too_small": "decoded image smaller than the minimum side",
     "duplicate": "identical bytes (sha256) already kept under another image in this snapshot",
     "internal_error": "unexpected exception (bug): see the failure table's detail column",
@@ -47,7 +51,9 @@ REASONS: dict[str, str] = {
 
 # Failures a later retry can plausibly fix (the network or the server changes); the rest describe the URL or
 # the bytes themselves. The pipeline uses this only for reporting, `retry_failed` retries every failure.
-TRANSIENT = frozenset({"dns_error", "timeout", "connection_error", "http_429", "http_5xx", "archive_error"})
+TRANSIENT = frozenset(
+    {"dns_error", "timeout", "connection_error", "truncated", "http_429", "http_5xx", "archive_error"}
+)
 
 
 @dataclass(frozen=True, slots=True)

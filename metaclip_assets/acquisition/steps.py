@@ -17,15 +17,16 @@ import inspect
 import json
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import polars as pl
 
 from metaclip_assets import layout
-from metaclip_assets.acquisition import checks
+from metaclip_assets import settings as settings_module
+from metaclip_assets.acquisition import checks, resources
 from metaclip_assets.acquisition.fetch_http import HttpImageSource
-from metaclip_assets.acquisition.pipeline import AcquireResult, acquire
+from metaclip_assets.acquisition.pipeline import AcquireResult, WorkerPlan, acquire, plan_workers
 from metaclip_assets.acquisition.process import ProcessConfig
 from metaclip_assets.acquisition.source import ImageSource
 from metaclip_assets.acquisition.warc_replay import WarcReplaySource
@@ -62,7 +63,7 @@ class SourceSettings:
 
     kind: str = "warc"
     warc_globs: list[str] = field(default_factory=lambda: [layout.IMAGE_WARC_GLOB])
-    workers: int | None = None  # default: CPU count (warc) or 32 (http, network bound)
+    workers: int | None = None  # fetch threads; default: usable CPUs (warc) or 32 (http); decodes: see plan
     max_bytes: int = _HTTP["max_bytes"].default
     timeout_s: float = _HTTP["timeout"].default
     max_retries: int = _HTTP["max_retries"].default
@@ -76,7 +77,19 @@ class SourceSettings:
     def worker_count(self) -> int:
         if self.workers:
             return self.workers
-        return 32 if self.kind == "http" else max(2, os.cpu_count() or 2)
+        # CPUs the process may use (affinity, cgroup quota), not the node's: a 2-CPU pod on a 64-core node gets 2
+        return 32 if self.kind == "http" else max(2, resources.detect().cpus)
+
+    def plan(self, settings: ShardSettings, capacity: resources.Capacity | None = None) -> WorkerPlan:
+        """Fetch threads and decode slots for `settings`' worst-case decode within the memory budget."""
+        cfg = ProcessConfig(**{f.name: getattr(settings, f.name) for f in fields(ProcessConfig)})
+        return plan_workers(
+            cfg,
+            capacity or resources.detect(),
+            workers=self.worker_count(),
+            body_bytes=self.max_bytes,
+            memory_fraction=settings_module.decode_memory_fraction(),
+        )
 
     def warc_files(self, storage: Storage, snapshot: str) -> list[Path]:
         found: set[str] = set()
@@ -185,7 +198,9 @@ def acquire_shard(
     out_dir = storage.local_path(layout.shards_dir(snapshot))  # tar writing and renames need a local filesystem
     source, described = source_settings.open(storage, snapshot)
     label = f"{snapshot} shard {shard:03d}/{num_shards}"
+    plan = source_settings.plan(settings)
     log(f"{label}: {len(rows):,} curated rows, {rows['url'].n_unique():,} images, source {described}")
+    log(f"{label}: {plan.line()}")
     result = acquire(
         rows,
         source,
@@ -193,7 +208,7 @@ def acquire_shard(
         snapshot=snapshot,
         shard=shard,
         **asdict(settings),
-        workers=source_settings.worker_count(),
+        plan=plan,
         progress=progress_logger(log, label, len(rows)),
         progress_every_s=PROGRESS_EVERY_S,
     )

@@ -48,7 +48,8 @@ class ImageSourceResource(dg.ConfigurableResource):
     )
     workers: int | None = Field(
         default=SOURCE_DEFAULTS.workers,
-        description="concurrent fetch+decode threads; default: CPU count (warc) or 32 (http, network bound)",
+        description="fetch threads; default: the CPUs the pod may use (warc) or 32 (http, network bound). Decodes "
+        "at once are fewer where memory requires (METACLIP_DECODE_MEMORY_FRACTION of the cgroup memory limit)",
     )
     max_bytes: int = Field(default=SOURCE_DEFAULTS.max_bytes, description="largest image body accepted")
     timeout_s: float = Field(

@@ -175,6 +175,18 @@ def chunked(body: bytes, ctype: str = "image/jpeg") -> Route:
     return route
 
 
+def raw(response: bytes) -> Route:
+    """Exactly these bytes on the socket, then close: for responses http.server would not write (a body cut
+    short of its Content-Length, a chunked body without its last chunk, a malformed Location)."""
+
+    def route(h: BaseHTTPRequestHandler) -> None:
+        h.wfile.write(response)
+        h.wfile.flush()
+        h.close_connection = True
+
+    return route
+
+
 def redirect(location: str, status: int = 302) -> Route:
     return lambda h: send(h, b"", "text/plain", status=status, headers={"Location": location})
 

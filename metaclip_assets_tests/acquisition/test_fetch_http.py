@@ -183,6 +183,41 @@ def test_redirects_followed_within_limit(server, connections):
     assert r.reason_code == "too_many_redirects" and server.hits["/loop"] == 4
 
 
+@pytest.mark.parametrize(
+    "response",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: 5000\r\n\r\n" + JPEG[:300],
+        b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: 5000\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nTransfer-Encoding: chunked\r\n\r\n400\r\n" + JPEG[:300],
+        b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nTransfer-Encoding: chunked\r\n\r\n12c\r\n" + JPEG[:300],
+    ],
+    ids=["short-body", "no-body", "chunk-cut", "last-chunk-missing"],
+)
+def test_body_cut_short_is_truncated_not_ok(server, connections, response):
+    server.routes["/cut.jpg"] = sup.raw(response)
+    r = fetcher(max_retries=1).fetch(server.url("/cut.jpg"))
+    assert (r.ok, r.reason_code, r.body, r.attempts) == (False, "truncated", None, 2)  # a cut link may heal: retried
+    assert server.hits["/cut.jpg"] == 2
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        b"http://[::1",
+        b"http://exa mple.com/x.jpg",
+        b"http://a..b/x.jpg",
+        b"http://host:99999/",
+        b"http://%00/",
+        b"http://\x7f/",
+    ],
+)
+def test_malformed_redirect_location_is_a_permanent_bad_redirect(server, connections, location):
+    server.routes["/go"] = sup.raw(b"HTTP/1.1 302 Found\r\nLocation: " + location + b"\r\nContent-Length: 0\r\n\r\n")
+    r = fetcher(max_retries=2).fetch(server.url("/go"))
+    assert (r.reason_code, r.status, r.attempts) == ("bad_redirect", 302, 1) and server.hits["/go"] == 1
+    assert connections == ["127.0.0.1"]
+
+
 def test_404_is_not_retried_but_503_is(server, connections):
     server.routes["/flaky.jpg"] = sup.flaky(JPEG, failures=1, code=503)
     f = fetcher(max_retries=2)
@@ -233,6 +268,9 @@ def test_non_image_content_type_refused(server, connections):
         ("http://user:secret@127.0.0.1/a.jpg", "url_credentials"),
         ("http:///nohost", "bad_url"),
         ("http://127.0.0.1:99999/a.jpg", "bad_url"),
+        ("http://exa mple.com/a.jpg", "bad_url"),  # a malformed name is the URL's fault, not DNS's: no retry
+        ("http://a..b/a.jpg", "bad_url"),
+        ("http://" + "a" * 64 + ".com/a.jpg", "bad_url"),
     ],
 )
 def test_bad_urls_refused_without_connecting(connections, url, reason):

@@ -77,6 +77,11 @@ def test_every_failure_kind_gets_its_reason_and_nothing_is_lost(server, images, 
     server.image("/noai.jpg", images[9], headers={"X-Robots-Tag": "noai"})
     server.image("/page.html", b"<html/>", "text/html")
     server.image("/copy.jpg", images[1])  # same bytes as /img/1.jpg under another URL
+    cut = b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: 99999\r\n\r\n" + images[2][:100]
+    server.routes["/cut.jpg"] = sup.raw(cut)
+    server.routes["/bad-redirect"] = sup.raw(
+        b"HTTP/1.1 301 Moved\r\nLocation: http://[::1\r\nContent-Length: 0\r\n\r\n"
+    )
     extra = {
         "/slow.jpg": "timeout",
         "/big.jpg": "too_large",
@@ -88,6 +93,8 @@ def test_every_failure_kind_gets_its_reason_and_nothing_is_lost(server, images, 
         "/noai.jpg": "opt_out",
         "/page.html": "not_image",
         "/copy.jpg": "duplicate",
+        "/cut.jpg": "truncated",
+        "/bad-redirect": "bad_redirect",
     }
     for path, reason in extra.items():
         expected[server.url(path)] = reason
@@ -254,7 +261,7 @@ def test_prepare_rows_requires_the_contract_columns():
 
 
 @pytest.mark.slow  # importing torch + open_clip takes 6-15 s on the 2-core box; the work itself well under 1 s
-def test_shards_load_with_webdataset_and_open_clip(server, images, tmp_path, monkeypatch):
+def test_shards_load_with_webdataset_and_open_clip(server, images, tmp_path):
     wds = pytest.importorskip("webdataset")
     torch = pytest.importorskip("torch")
     open_clip = pytest.importorskip("open_clip")
@@ -303,16 +310,7 @@ def test_shards_load_with_webdataset_and_open_clip(server, images, tmp_path, mon
     val = data.get_wds_dataset(args, preprocess_val, is_train=False, tokenizer=tokenizer)
     batches = list(val.dataloader)
     assert sum(len(b[0]) for b in batches) == res.ok
-    # The training path needs the upstream fix for webdataset >= 0.2.96 (its end-of-shard marker `{}` breaks
-    # open_clip_train's group_by_keys_nothrow: open_clip#935, webdataset#384); applied here as proposed there.
-    wt = wds.tariterators
-    monkeypatch.setattr(
-        data,
-        "tarfile_to_samples_nothrow",
-        lambda src, handler=data.log_and_continue: data.group_by_keys_nothrow(
-            wt.tar_file_expander(wt.url_opener(src, handler=handler), handler=handler, eof_value=None), handler=handler
-        ),
-    )
+    # The training path as released: our webdataset pin (0.2.86, open_clip_torch[training]'s) needs no patch (#935).
     train = data.get_wds_dataset(args, preprocess_train, is_train=True, epoch=0, tokenizer=tokenizer)
     images_t, tokens = next(iter(train.dataloader))
     for imgs, toks in (batches[0], (images_t, tokens)):

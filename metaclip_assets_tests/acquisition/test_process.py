@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import time
 
 import numpy as np
@@ -145,3 +146,61 @@ def test_config_validation_and_fingerprint():
     with pytest.raises(ValueError):
         ProcessConfig(jpeg_quality=0)
     assert ProcessConfig(64).fingerprint() != ProcessConfig(64, jpeg_quality=80).fingerprint()
+
+
+_PEAK_SCRIPT = """
+import io, struct, sys, zlib
+from PIL import Image
+from metaclip_assets.acquisition.process import ProcessConfig, decode_bytes, process_image, _scan_bytes
+
+def png(w, h, depth, colour, bpp):
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    c = zlib.compressobj(9)
+    rows = b"".join(c.compress(b"\\x00" + b"\\x7f" * (w * bpp)) for _ in range(h)) + c.flush()
+    ihdr = struct.pack(">IIBBBBB", w, h, depth, colour, 0, 0, 0)
+    return b"\\x89PNG\\r\\n\\x1a\\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+
+kind, side = sys.argv[1], 3000
+data = {"rgba": png(side, side, 8, 6, 4), "la": png(side, side, 8, 4, 2), "grey16": png(side, side, 16, 0, 2)}[kind]
+cfg = ProcessConfig(image_size=224, max_pixels=side * side)
+process_image(png(64, 64, 8, 6, 4), cfg)  # warm every code path once
+img = Image.open(io.BytesIO(data))
+need = decode_bytes(img, (224, 224), cfg, _scan_bytes(img))
+def rss(field):
+    line = next(x for x in open("/proc/self/status") if x.startswith(field))
+    return int(line.split()[1]) * 1024
+
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # resets the peak (VmHWM) to the current RSS: earlier imports do not hide the decode's peak
+before = rss("VmRSS:")
+process_image(data, cfg)
+print(rss("VmHWM:") - before, need, cfg.decode_bytes_bound())
+"""
+
+
+@pytest.mark.parametrize("kind", ["rgba", "la", "grey16"])
+def test_decode_memory_stays_within_the_estimate_and_the_bound(kind):
+    """A small PNG just under the pixel limit: its decode must stay within 8 bytes a pixel (the old RGBA path held
+    five full-size copies, ~20 bytes a pixel: 1.7 GiB at Pillow's limit from a 340 KB file)."""
+    import subprocess
+    import sys
+
+    if not os.access("/proc/self/clear_refs", os.W_OK):
+        pytest.skip("needs Linux /proc/self/clear_refs to reset the peak RSS")
+    run = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, kind], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    used, need, bound = map(int, run.stdout.split())
+    assert 0 < used <= need <= bound, (used >> 20, need >> 20, bound >> 20)
+
+
+def test_images_over_the_memory_bound_refused_before_decoding():
+    t0 = time.perf_counter()
+    strip = encode(Image.new("RGB", (60_000, 1), (9, 9, 9)))  # center_crop would upscale it to 13 Mpx x 224
+    assert rejected(strip, ProcessConfig(224)) == "decode_memory"
+    assert process_image(strip, ProcessConfig(224, "border")).width == 224  # border only shrinks it: fine
+    cmyk = encode(Image.new("CMYK", (1000, 1000), (0, 50, 0, 0)), "JPEG", progressive=True)
+    # full-size progressive CMYK: 8 bytes of DCT coefficients + 4 decoded + 4 converted per pixel
+    assert rejected(cmyk, ProcessConfig(32, "no", max_pixels=1_100_000)) == "decode_memory"
+    assert process_image(cmyk, ProcessConfig(32, "center_crop", max_pixels=1_100_000)).width == 32  # drafted
+    assert time.perf_counter() - t0 < 3.0

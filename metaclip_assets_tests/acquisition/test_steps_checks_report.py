@@ -13,7 +13,7 @@ from PIL import Image
 
 from metaclip_assets import layout
 from metaclip_assets.acquisition import HttpImageSource, ProcessConfig, acquire, checks, report, steps
-from metaclip_assets.acquisition.source import FetchResult
+from metaclip_assets.acquisition.source import REASONS, FetchResult
 from metaclip_assets.storage import Storage
 from metaclip_assets_tests.acquisition import _support as sup
 
@@ -190,3 +190,27 @@ def test_summary_and_markdown():
 def test_write_report_needs_every_shard(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"shards \[0, 1\] of X have no acquisition results yet"):
         report.write_report(Storage(tmp_path), "X", 2)
+
+
+def test_report_shows_new_reasons_and_the_worker_plan(acquired):
+    storage, rows, result = acquired
+    plan = result.as_metadata()["workers"]
+    assert plan["decode_workers"] >= 1 and plan["memory_budget"] > 0 and plan["cpus"] >= 1
+    index = pl.DataFrame({"reason_code": ["ok"], "sha256": ["s"], "image_uuid": ["u1"], "url": ["http://a"]})
+    failures = pl.DataFrame(
+        {
+            "reason_code": ["truncated", "bad_redirect", "decode_memory"],
+            "url": ["http://b", "http://c", "http://d"],
+            "detail": ["cut", "Location 'http://[::1'", "needs ~900 MiB"],
+            "key": ["k1", "k2", "k3"],
+        }
+    )
+    cfg = {"image_size": 64, "resize_mode": "center_crop", "jpeg_quality": 95}
+    stats = [_shard_stats(0, cfg) | {"workers": plan}, _shard_stats(1, cfg) | {"workers": plan}]
+    s = report.summarize(SNAP, stats, index, failures)
+    md = report.report_markdown(s)
+    for reason in ("truncated", "bad_redirect", "decode_memory"):
+        assert f"| `{reason}` | 1 | 25.0% | {REASONS[reason]} |" in md
+    assert s["transient_failures"] == 1  # truncated: a cut connection may heal
+    assert f"Shard(s) 0, 1: {plan['workers']} fetch / {plan['decode_workers']} decode workers" in md
+    assert "MiB worst-case decodes" in md and plan["memory_source"] in md
