@@ -94,7 +94,11 @@ def iter_gzip_members(path: Path, stats: ReadStats) -> Iterator[tuple[int, bytes
             parts = []
             size = 0
             failure = None
+            # RFC 1952: reserved FLG bits set must be an error; ISA-L's inflate ignores them, zlib refuses them.
+            flags = buf[pos + 3] if pos + 3 < len(buf) else (os.pread(f.fileno(), 4, start)[3:4] or b"\0")[0]
             try:
+                if flags & 0xE0:
+                    raise zlib.error("reserved gzip header flags set")
                 while True:
                     if pos >= len(buf):
                         buf, mv, pos, base = _next_block(f, buf, base)

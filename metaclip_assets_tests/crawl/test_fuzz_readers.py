@@ -25,6 +25,7 @@ from unittest import mock
 from urllib.parse import urljoin, urlsplit
 
 import brotli
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -50,6 +51,22 @@ FUZZ = settings(
     print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
 )
+
+
+@pytest.fixture(autouse=True)
+def _no_local_constants(monkeypatch):
+    """Derandomized runs must be the same runs everywhere. Hypothesis also draws constants it collects from the
+    modules imported so far (and caches them in .hypothesis/constants), so its cases depended on which tests ran
+    before and on the source tree: a case seen in the full suite did not show alone. Draw from no local constants."""
+    from hypothesis.internal.conjecture import providers
+
+    empty = providers.Constants(
+        integers=providers.SortedSet(),
+        floats=providers.SortedSet(key=providers.float_to_int),
+        bytes=providers.SortedSet(),
+        strings=providers.SortedSet(),
+    )
+    monkeypatch.setattr(providers, "_get_local_constants", lambda: empty)
 
 
 def _file(tmp_path_factory, name: str) -> Path:
@@ -107,6 +124,7 @@ def _ground_truth(member: bytes, cap: int) -> tuple[bytes, int] | None:
 @example(picks=[(0, None), (1, ("runaway", 0, 0)), (2, None), (3, None)])  # hole 3: ran on to the end of the file
 @example(picks=[(0, None), (1, ("runaway", 0, 0)), (1, ("runaway", 0, 0)), (2, None)])  # two in a row
 @example(picks=[(0, ("bomb", 0, 0)), (1, None)])  # hole 4: a member past the cap
+@example(picks=[(5, ("flip", 0.1875, 5))])  # reserved FLG bits set: ISA-L inflated it, zlib (and RFC 1952) refuse
 def test_gzip_framing(tmp_path_factory, picks):
     cap = 1 << 20
     members = [_MEMBERS[i] if damage is None else _damaged(_MEMBERS[i], *damage) for i, damage in picks]
