@@ -69,28 +69,40 @@ def matched_stats_key(snapshot: str, shard: int, num_shards: int) -> str:
     return shard_key("matched", snapshot, shard, num_shards, "stats.json")
 
 
-def counts_key(snapshot: str, cumulative: bool = False) -> str:
-    return f"counts/{snapshot_id(snapshot)}/entry_counts{'_cumulative' if cumulative else ''}.npy"
+# ---- snapshot outputs: keyed by shard and bucket count ---------------------------------------------------------
+# The snapshot steps reduce the matched shards bucket by bucket (a bucket: the pairs whose pair_id falls in one of
+# `num_buckets` equal ranges), so each step holds one bucket, never the snapshot. Their outputs live under
+# `<stage>/<snapshot>/shards-<N>/buckets-<B>/`: curating a snapshot again with another shard or bucket count writes
+# beside, never over, an earlier curation.
+def curation_dir(stage: str, snapshot: str, num_shards: int, num_buckets: int) -> str:
+    return f"{stage}/{snapshot_id(snapshot)}/shards-{int(num_shards)}/buckets-{int(num_buckets)}"
 
 
-def counts_summary_key(snapshot: str) -> str:
-    return f"counts/{snapshot_id(snapshot)}/summary.json"
+def counts_key(snapshot: str, num_shards: int, num_buckets: int, cumulative: bool = False) -> str:
+    name = f"entry_counts{'_cumulative' if cumulative else ''}.npy"
+    return f"{curation_dir('counts', snapshot, num_shards, num_buckets)}/{name}"
 
 
-def merged_matched_key(snapshot: str) -> str:
-    return f"counts/{snapshot_id(snapshot)}/matched_dedup.parquet"
+def counts_summary_key(snapshot: str, num_shards: int, num_buckets: int) -> str:
+    return f"{curation_dir('counts', snapshot, num_shards, num_buckets)}/summary.json"
 
 
-def balanced_key(snapshot: str) -> str:
-    return f"balanced/{snapshot_id(snapshot)}/curated.parquet"
+def dedup_bucket_key(snapshot: str, num_shards: int, num_buckets: int, bucket: int) -> str:
+    """One bucket of the snapshot's matched pairs, deduplicated across shards."""
+    return f"{curation_dir('counts', snapshot, num_shards, num_buckets)}/matched-{bucket:04d}.parquet"
 
 
-def balanced_summary_key(snapshot: str) -> str:
-    return f"balanced/{snapshot_id(snapshot)}/summary.json"
+def balanced_bucket_key(snapshot: str, num_shards: int, num_buckets: int, bucket: int) -> str:
+    """One bucket of the balanced (curated) subset."""
+    return f"{curation_dir('balanced', snapshot, num_shards, num_buckets)}/curated-{bucket:04d}.parquet"
 
 
-def datacard_dir(snapshot: str) -> str:
-    return f"datacard/{snapshot_id(snapshot)}"
+def balanced_summary_key(snapshot: str, num_shards: int, num_buckets: int) -> str:
+    return f"{curation_dir('balanced', snapshot, num_shards, num_buckets)}/summary.json"
+
+
+def datacard_dir(snapshot: str, num_shards: int, num_buckets: int) -> str:
+    return curation_dir("datacard", snapshot, num_shards, num_buckets)
 
 
 # ---- inputs under the data root ----------------------------------------------------------------------------
@@ -136,10 +148,10 @@ def metadata_entries_key(sha256: str) -> str:
 DATACARD_PLOT = "cumulative_matches.png"  # also the relative link in datacard.md
 
 
-def datacard_key(snapshot: str, name: str = "datacard.json") -> str:
+def datacard_key(snapshot: str, num_shards: int, num_buckets: int, name: str = "datacard.json") -> str:
     """A file of the data card folder: datacard.json (entry -> count after), datacard.md, summary.json,
     entry_counts_before.json, cumulative_matches.png, acquisition.json, acquisition.md."""
-    return f"{datacard_dir(snapshot)}/{name}"
+    return f"{datacard_dir(snapshot, num_shards, num_buckets)}/{name}"
 
 
 # ---- acquisition ----------------------------------------------------------------------------------------------

@@ -44,6 +44,12 @@ class Setting:
 
 DATA_ROOT = Setting("METACLIP_DATA_ROOT", "data", "local directory or fsspec URL holding every artifact")
 NUM_SHARDS = Setting("METACLIP_NUM_SHARDS", "4", "shards per snapshot; fixed when the code location loads")
+NUM_BUCKETS = Setting(
+    "METACLIP_NUM_BUCKETS",
+    None,
+    "buckets (pair_id ranges) the snapshot steps reduce one at a time: memory per step ~ matched pairs / buckets; "
+    "default: the shard count (a bucket ~ a shard's matched pairs)",
+)
 BACKFILL = Setting(
     "METACLIP_BACKFILL",
     "range",
@@ -89,6 +95,7 @@ DECODE_MEMORY_FRACTION = Setting(
 ALL = [
     DATA_ROOT,
     NUM_SHARDS,
+    NUM_BUCKETS,
     BACKFILL,
     TRAINING_MODE,
     CODE_VERSION,
@@ -116,6 +123,15 @@ def num_shards() -> int:
     n = NUM_SHARDS.int()
     if n is None or n < 1:
         raise ValueError(f"{NUM_SHARDS.name} must be an integer >= 1, got {NUM_SHARDS.raw()!r}")
+    return n
+
+
+def num_buckets() -> int:
+    if NUM_BUCKETS.raw() in (None, ""):
+        return num_shards()
+    n = NUM_BUCKETS.int()
+    if n is None or not 1 <= n <= 65536:
+        raise ValueError(f"{NUM_BUCKETS.name} must be an integer in [1, 65536], got {NUM_BUCKETS.raw()!r}")
     return n
 
 

@@ -159,6 +159,21 @@ class Storage:
         with self.open(key) as f:
             return pl.read_parquet(io.BytesIO(f.read()), columns=columns)
 
+    def read_parquet_range(
+        self, key: str, column: str, lo: int, hi: int | None, columns: list[str] | None = None
+    ) -> pl.DataFrame:
+        """Rows with lo <= `column` < hi (hi None: no upper bound) of a uint64-keyed parquet, reading only the row
+        groups whose statistics overlap the range (files sorted by `column` keep this to about one group extra)."""
+        import pyarrow as pa
+        import pyarrow.dataset as pads
+
+        field = pads.field(column)
+        expr = field >= pa.scalar(lo, pa.uint64())
+        if hi is not None:
+            expr = expr & (field < pa.scalar(hi, pa.uint64()))
+        dataset = pads.dataset(self.path(key), filesystem=self.fs, format="parquet")
+        return pl.from_arrow(dataset.to_table(filter=expr, columns=columns))
+
     def read_npy(self, key: str) -> np.ndarray:
         with self.open(key) as f:
             return np.load(io.BytesIO(f.read()), allow_pickle=False)
@@ -199,9 +214,9 @@ class Storage:
         data = json.dumps(obj, ensure_ascii=False, indent=indent, sort_keys=False)
         return self.write_bytes(key, data.encode("utf-8"))
 
-    def write_parquet(self, key: str, df: pl.DataFrame) -> str:
+    def write_parquet(self, key: str, df: pl.DataFrame, row_group_size: int | None = None) -> str:
         with self.atomic_write(key) as tmp:
-            df.write_parquet(tmp, **PARQUET_OPTIONS)
+            df.write_parquet(tmp, **PARQUET_OPTIONS, row_group_size=row_group_size)
         return self.uri(key)
 
     def write_npy(self, key: str, array: np.ndarray) -> str:

@@ -327,7 +327,8 @@ def _docstring_ids(tree: ast.AST) -> set[int]:
 
 def layout_vocabulary(layout_path: Path) -> tuple[set[str], set[str]]:
     """(first path segments, artifact file names) of the keys layout.py builds, read from its code: the leading
-    segment of each string it returns or defines, the stage names it passes to shard_key, its *_DIR constants."""
+    segment of each string it returns or defines, the stage names it passes to shard_key and curation_dir, its
+    *_DIR constants."""
     tree = ast.parse(layout_path.read_text())
     docstrings = _docstring_ids(tree)
     prefixes, names = set(), set()
@@ -337,7 +338,11 @@ def layout_vocabulary(layout_path: Path) -> tuple[set[str], set[str]]:
         ):
             if isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
                 prefixes.add(node.value.value)
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "shard_key":
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("shard_key", "curation_dir")
+        ):
             if node.args and isinstance(node.args[0], ast.Constant):
                 prefixes.add(node.args[0].value)
         if isinstance(node, ast.JoinedStr) or (isinstance(node, ast.Constant) and id(node) not in docstrings):

@@ -172,7 +172,7 @@ def test_readme_commands_materialize_the_sample(per_key):
         "data_card": 2,
     }
     storage = Storage(data)
-    assert storage.exists(f"{layout.datacard_dir(SNAPSHOT)}/datacard.md")
+    assert storage.exists(f"{layout.datacard_dir(SNAPSHOT, 2, 2)}/datacard.md")  # buckets default to the shards
     assert storage.exists(layout.pool_key(SNAPSHOT, 1, 2)) and not storage.exists(layout.pool_key(SNAPSHOT, 0, 4))
 
 
@@ -221,11 +221,11 @@ def test_partition_range_materializes_each_partition_like_per_key_runs(per_key, 
     # the files of SNAPSHOT are byte for byte those of the per-key runs
     files = [
         *(k(SNAPSHOT, s, 2) for s in range(len(SHARDS)) for k in (layout.pool_key, layout.matched_key)),
-        layout.merged_matched_key(SNAPSHOT),
-        layout.counts_key(SNAPSHOT),
-        layout.balanced_key(SNAPSHOT),
-        f"{layout.datacard_dir(SNAPSHOT)}/datacard.json",
-        f"{layout.datacard_dir(SNAPSHOT)}/datacard.md",
+        *(layout.dedup_bucket_key(SNAPSHOT, 2, 2, b) for b in range(2)),
+        layout.counts_key(SNAPSHOT, 2, 2),
+        *(layout.balanced_bucket_key(SNAPSHOT, 2, 2, b) for b in range(2)),
+        f"{layout.datacard_dir(SNAPSHOT, 2, 2)}/datacard.json",
+        f"{layout.datacard_dir(SNAPSHOT, 2, 2)}/datacard.md",
     ]
     ranged_storage, key_storage = Storage(data), Storage(key_data)
     for key in files:

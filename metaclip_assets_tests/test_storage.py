@@ -28,7 +28,7 @@ def test_layout_refuses_every_hostile_snapshot_id_with_the_pattern(name):
 
 @pytest.mark.parametrize("name", ["CC-MAIN-2024-10", "SAMPLE-2024-10", "S1", "my_crawl-2"])
 def test_layout_accepts_commoncrawl_and_custom_ids(name):
-    assert layout.snapshot_id(name) == name and name in layout.datacard_dir(name)
+    assert layout.snapshot_id(name) == name and name in layout.datacard_dir(name, 4, 4)
 
 
 @pytest.mark.parametrize("name", ["..", "../x", "a/b", ""])

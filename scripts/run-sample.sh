@@ -43,13 +43,16 @@ dagster asset materialize $M --select eval_metrics --partition "$SNAPSHOT" --con
 # Export it for other tools: open_clip's hub folder (local-dir:) and a transformers CLIPModel (data/exports/...).
 dagster asset materialize $M --select exported_model --partition "$SNAPSHOT" --config-json "{$INPROC}"
 echo
-python - "$METACLIP_DATA_ROOT/datacard/$SNAPSHOT/acquisition.json" <<'PY'
+# Snapshot outputs sit under <stage>/<snapshot>/shards-<N>/buckets-<B>/ (layout.curation_dir)
+DATACARD="$METACLIP_DATA_ROOT/$(python -c "from metaclip_assets import layout, settings as s
+print(layout.datacard_dir('$SNAPSHOT', s.num_shards(), s.num_buckets()))")"
+python - "$DATACARD/acquisition.json" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))
 print(f"Acquisition: {s['ok']:,} of {s['rows']:,} curated pairs in {s['tars']} webdataset shards "
       f"(success rate {s['success_rate']:.1%}); reasons {s['reasons']}")
 PY
-echo "Done. Data card: $METACLIP_DATA_ROOT/datacard/$SNAPSHOT/datacard.md (image acquisition: acquisition.md)"
+echo "Done. Data card: $DATACARD/datacard.md (image acquisition: acquisition.md)"
 echo "Shards: $METACLIP_DATA_ROOT/shards/$SNAPSHOT/"
 python - "$METACLIP_DATA_ROOT/evaluation/metaclip/tiny-clip/$SNAPSHOT/metrics.json" <<'PY'
 import json, sys

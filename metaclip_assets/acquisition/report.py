@@ -9,10 +9,11 @@ from pathlib import Path
 
 import polars as pl
 
-from metaclip_assets import layout
+from metaclip_assets import layout, settings
 from metaclip_assets.acquisition import checks
 from metaclip_assets.acquisition.source import REASONS, TRANSIENT
 from metaclip_assets.checks import CheckResult
+from metaclip_assets.curation.steps import read_curated
 from metaclip_assets.storage import Storage
 
 PER_SHARD_FIELDS = (
@@ -149,7 +150,7 @@ class Report:
     check: CheckResult
 
 
-def write_report(storage: Storage, snapshot: str, num_shards: int) -> Report:
+def write_report(storage: Storage, snapshot: str, num_shards: int, num_buckets: int | None = None) -> Report:
     """Aggregate every shard of `snapshot` into the data card folder; check it against the balanced subset."""
     out_dir = storage.local_path(layout.shards_dir(snapshot))
     missing = [
@@ -170,11 +171,16 @@ def write_report(storage: Storage, snapshot: str, num_shards: int) -> Report:
         [storage.read_parquet(layout.acquisition_failures_key(snapshot, s)) for s in range(num_shards)]
     )
     summary = summarize(snapshot, stats, index, failures)
-    json_uri = storage.write_json(layout.datacard_key(snapshot, "acquisition.json"), summary, indent=2)
+    buckets = num_buckets or settings.num_buckets()
+    json_uri = storage.write_json(
+        layout.datacard_key(snapshot, num_shards, buckets, "acquisition.json"), summary, indent=2
+    )
     md = report_markdown(summary)
-    md_uri = storage.write_text(layout.datacard_key(snapshot, "acquisition.md"), md)
+    md_uri = storage.write_text(layout.datacard_key(snapshot, num_shards, buckets, "acquisition.md"), md)
     # Against the balanced subset as it is now: a re-balanced snapshot makes older shards stale.
-    curated = storage.read_parquet(layout.balanced_key(snapshot), columns=["pair_id"])["pair_id"]
+    curated = pl.concat(
+        [b["pair_id"] for b in read_curated(storage, snapshot, num_shards, buckets, columns=["pair_id"])]
+    )
     tars_on_disk = sorted(p.name for p in out_dir.glob("*.tar"))
     check = checks.accounts_for_curated_subset(curated, index, failures, tars_on_disk)
     return Report(summary, md, json_uri, md_uri, out_dir, check)

@@ -38,12 +38,20 @@ def shard_not_empty(files: int, pairs: int) -> CheckResult:
     return CheckResult(SHARD_NOT_EMPTY, passed=pairs > 0, metadata={"files": files, "pairs": pairs})
 
 
-def counts_sum_to_matches(storage: Storage, snapshot: str) -> CheckResult:
-    """Sum of the stored counts == number of (pair, entry) matches in the stored matched set."""
-    stored = storage.read_npy(layout.counts_key(snapshot))
-    reread_total = int(
-        storage.read_parquet(layout.merged_matched_key(snapshot), columns=["entry_ids"])["entry_ids"].list.len().sum()
-        or 0
+def _dedup_keys(snapshot: str, num_shards: int, num_buckets: int) -> list[str]:
+    return [layout.dedup_bucket_key(snapshot, num_shards, num_buckets, b) for b in range(num_buckets)]
+
+
+def _balanced_keys(snapshot: str, num_shards: int, num_buckets: int) -> list[str]:
+    return [layout.balanced_bucket_key(snapshot, num_shards, num_buckets, b) for b in range(num_buckets)]
+
+
+def counts_sum_to_matches(storage: Storage, snapshot: str, num_shards: int, num_buckets: int) -> CheckResult:
+    """Sum of the stored counts == number of (pair, entry) matches in the stored matched buckets."""
+    stored = storage.read_npy(layout.counts_key(snapshot, num_shards, num_buckets))
+    reread_total = sum(
+        int(storage.read_parquet(key, columns=["entry_ids"])["entry_ids"].list.len().sum() or 0)
+        for key in _dedup_keys(snapshot, num_shards, num_buckets)
     )
     return CheckResult(
         COUNTS_SUM_TO_MATCHES,
@@ -52,9 +60,9 @@ def counts_sum_to_matches(storage: Storage, snapshot: str) -> CheckResult:
     )
 
 
-def curated_subset_of_matched(storage: Storage, snapshot: str, matched: pl.DataFrame) -> CheckResult:
-    """Every stored curated pair is in `matched`, with the same entries."""
-    reread = storage.read_parquet(layout.balanced_key(snapshot), columns=["url", "text", "pair_id", "entry_ids"])
+def curated_subset_of_matched(storage: Storage, curated_key: str, matched: pl.DataFrame) -> CheckResult:
+    """Every pair stored under `curated_key` (one bucket) is in `matched` (that bucket), with the same entries."""
+    reread = storage.read_parquet(curated_key, columns=["url", "text", "pair_id", "entry_ids"])
     joined = reread.join(
         matched.select(["url", "text", "pair_id", "entry_ids"]),
         on=["url", "text", "pair_id"],
@@ -71,13 +79,26 @@ def curated_subset_of_matched(storage: Storage, snapshot: str, matched: pl.DataF
     )
 
 
-def totals_match_parquet(storage: Storage, snapshot: str, curated_entry_total: int) -> CheckResult:
+def combine(results: list[CheckResult]) -> CheckResult:
+    """One check over buckets: passed when every bucket's passed, numbers summed."""
+    metadata: dict = {}
+    for r in results:
+        for k, v in r.metadata.items():
+            metadata[k] = metadata.get(k, 0) + v if isinstance(v, int | float) else v
+    metadata["buckets"] = len(results)
+    return CheckResult(results[0].name, passed=all(r.passed for r in results), metadata=metadata)
+
+
+def totals_match_parquet(
+    storage: Storage, snapshot: str, num_shards: int, num_buckets: int, curated_entry_total: int
+) -> CheckResult:
     """The written card's totals equal the row counts of the parquet files read back (not the numbers computed
     while writing the card)."""
-    matched_rows = len(storage.read_parquet(layout.merged_matched_key(snapshot), columns=["pair_id"]))
-    curated_rows = len(storage.read_parquet(layout.balanced_key(snapshot), columns=["pair_id"]))
-    card_after_total = sum(storage.read_json(layout.datacard_key(snapshot, "datacard.json")).values())
-    written = storage.read_json(layout.datacard_key(snapshot, "summary.json"))["funnel"]
+    n, b = num_shards, num_buckets
+    matched_rows = sum(len(storage.read_parquet(k, columns=["pair_id"])) for k in _dedup_keys(snapshot, n, b))
+    curated_rows = sum(len(storage.read_parquet(k, columns=["pair_id"])) for k in _balanced_keys(snapshot, n, b))
+    card_after_total = sum(storage.read_json(layout.datacard_key(snapshot, n, b, "datacard.json")).values())
+    written = storage.read_json(layout.datacard_key(snapshot, n, b, "summary.json"))["funnel"]
     return CheckResult(
         TOTALS_MATCH_PARQUET,
         passed=written["matched_pairs"] == matched_rows

@@ -63,6 +63,18 @@ def empty_matched(pool_schema: dict) -> pl.DataFrame:
     return pl.DataFrame(schema={**pool_schema, ENTRY_IDS: pl.List(pl.UInt32)})
 
 
+MATCHED_ROW_GROUP = 8192  # rows per row group of a matched shard (sorted by pair_id): a bucket read skips the rest
+
+
+def bucket_bounds(bucket: int, num_buckets: int) -> tuple[int, int | None]:
+    """The pair_id range [lo, hi) of `bucket` of `num_buckets` equal ranges of the uint64 ids (hi None: to the end).
+    Identical pairs share a pair_id, hence a bucket: deduplicating bucket by bucket is deduplicating the snapshot."""
+    if not 0 <= bucket < num_buckets:
+        raise ValueError(f"bucket {bucket} is not in [0, {num_buckets})")
+    lo = (bucket << 64) // num_buckets
+    return lo, None if bucket == num_buckets - 1 else ((bucket + 1) << 64) // num_buckets
+
+
 def merge_shards(frames: Sequence[pl.DataFrame]) -> tuple[pl.DataFrame, int]:
     """One snapshot's matched pairs, deduplicated on (url, text) across shards; returns (frame, duplicates)."""
     if not frames:

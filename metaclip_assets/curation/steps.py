@@ -14,6 +14,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
+import polars as pl
 
 from metaclip_assets import layout
 from metaclip_assets.checks import CheckResult
@@ -29,8 +30,10 @@ from metaclip_assets.curation.datacard import (
 )
 from metaclip_assets.curation.matching import Matcher, MatcherPool
 from metaclip_assets.curation.stages import (
+    MATCHED_ROW_GROUP,
     BalanceStats,
     balance,
+    bucket_bounds,
     count_entries,
     csr,
     empty_matched,
@@ -169,7 +172,11 @@ def match_shard(
     built = time.perf_counter()
     matched, stats = match_pool(pool, matcher, threads) if len(pool) else (empty_matched(POOL_SCHEMA), None)
     elapsed = time.perf_counter() - built
-    uri = storage.write_parquet(layout.matched_key(snapshot, shard, num_shards), matched)
+    # Sorted by pair_id in small row groups: the snapshot steps read one pair_id range (bucket) at a time and skip
+    # the other row groups by their statistics, whatever the bucket count.
+    uri = storage.write_parquet(
+        layout.matched_key(snapshot, shard, num_shards), matched.sort("pair_id"), row_group_size=MATCHED_ROW_GROUP
+    )
     stats_dict = {
         **(stats.as_dict() if stats else {"pairs_in": 0, "matched": 0, "pair_entry_matches": 0, "match_rate": 0.0}),
         "metadata_sha256": sha,
@@ -185,63 +192,82 @@ def match_shard(
 # ---- entry_counts --------------------------------------------------------------------------------------------
 @dataclass
 class SnapshotCounts:
-    summary: dict  # what counts/<snapshot>/summary.json holds
+    summary: dict  # what counts/<snapshot>/shards-N/buckets-B/summary.json holds
     top_entries: dict[str, int]  # the ten most matched entries
-    merged_uri: str
-    skipped: list[str]  # earlier snapshots left out of the cumulative counts (other metadata)
+    dedup_dir: str  # where the deduplicated buckets are
+    skipped: list[str]  # earlier snapshots left out of the cumulative counts (other metadata or curation)
     check: CheckResult
 
 
 def count_snapshot(
-    storage: Storage, entries: list[str], sha: str, snapshot: str, num_shards: int, registered: Sequence[str]
+    storage: Storage,
+    entries: list[str],
+    sha: str,
+    snapshot: str,
+    num_shards: int,
+    registered: Sequence[str],
+    num_buckets: int,
+    log: Log = _quiet,
 ) -> SnapshotCounts:
-    """Merge the snapshot's matched shards, count matches per entry, and add the counts of every earlier
-    `registered` snapshot counted with the same metadata (cumulative counts)."""
-    frames = []
-    for key, stats_key in zip(
-        require_shards(storage, snapshot, layout.matched_key, num_shards),
-        [layout.matched_stats_key(snapshot, shard, num_shards) for shard in range(num_shards)],
-    ):
-        stats = storage.read_json(stats_key)
+    """Count matches per entry over the snapshot, one bucket (pair_id range) at a time: read the bucket's rows
+    from every matched shard, drop cross-shard duplicates, count, write the deduplicated bucket. Memory: one
+    bucket (~ matched pairs / num_buckets), never the snapshot. Then add the counts of every earlier `registered`
+    snapshot curated with the same metadata, shard and bucket count (cumulative counts)."""
+    keys = require_shards(storage, snapshot, layout.matched_key, num_shards)
+    for key, shard in zip(keys, range(num_shards)):
+        stats = storage.read_json(layout.matched_stats_key(snapshot, shard, num_shards))
         if stats["metadata_sha256"] != sha:
             raise ValueError(
                 f"{key} was matched against metadata {stats['metadata_sha256'][:12]}, but the current metadata is "
                 f"{sha[:12]}: re-materialize matched_pool for {snapshot}"
             )
-        frames.append(storage.read_parquet(key))
-    merged, duplicates = merge_shards(frames)
-    counts = count_entries(merged, len(entries))
-    merged_uri = storage.write_parquet(layout.merged_matched_key(snapshot), merged)
-    storage.write_npy(layout.counts_key(snapshot), counts)
+    counts = np.zeros(len(entries), dtype=np.uint64)
+    matched_pairs = duplicates = pair_entry_matches = largest = 0
+    every = Every()
+    for bucket in range(num_buckets):
+        lo, hi = bucket_bounds(bucket, num_buckets)
+        merged, dups = merge_shards([storage.read_parquet_range(key, "pair_id", lo, hi) for key in keys])
+        counts += count_entries(merged, len(entries))
+        storage.write_parquet(layout.dedup_bucket_key(snapshot, num_shards, num_buckets, bucket), merged)
+        matched_pairs += len(merged)
+        duplicates += dups
+        pair_entry_matches += int(merged["entry_ids"].list.len().sum() or 0)
+        largest = max(largest, len(merged))
+        if every.due(force=bucket == num_buckets - 1):
+            log(f"counted bucket {bucket + 1}/{num_buckets}: {matched_pairs:,} pairs so far")
+    storage.write_npy(layout.counts_key(snapshot, num_shards, num_buckets), counts)
 
     cumulative, included, skipped = counts.copy(), [snapshot], []
     for earlier in (s for s in sorted(registered) if s < snapshot):
-        summary_key = layout.counts_summary_key(earlier)
+        summary_key = layout.counts_summary_key(earlier, num_shards, num_buckets)
         if storage.exists(summary_key) and storage.read_json(summary_key)["metadata_sha256"] == sha:
-            cumulative += storage.read_npy(layout.counts_key(earlier))
+            cumulative += storage.read_npy(layout.counts_key(earlier, num_shards, num_buckets))
             included.append(earlier)
         else:
             skipped.append(earlier)
-    storage.write_npy(layout.counts_key(snapshot, cumulative=True), cumulative)
+    storage.write_npy(layout.counts_key(snapshot, num_shards, num_buckets, cumulative=True), cumulative)
 
     summary = {
         "snapshot": snapshot,
         "metadata_sha256": sha,
         "entries": len(entries),
-        "matched_pairs": len(merged),
+        "matched_pairs": matched_pairs,
         "cross_shard_duplicates": duplicates,
-        "pair_entry_matches": int(merged["entry_ids"].list.len().sum() or 0),
+        "pair_entry_matches": pair_entry_matches,
         "entries_matched": int((counts > 0).sum()),
         "cumulative_snapshots": sorted(included),
+        "num_shards": num_shards,
+        "num_buckets": num_buckets,
+        "largest_bucket_pairs": largest,  # what one step held at most
     }
-    storage.write_json(layout.counts_summary_key(snapshot), summary, indent=2)
+    storage.write_json(layout.counts_summary_key(snapshot, num_shards, num_buckets), summary, indent=2)
     top = np.argsort(-counts.astype(np.int64), kind="stable")[:10]
     return SnapshotCounts(
         summary=summary,
         top_entries={entries[i]: int(counts[i]) for i in top if counts[i] > 0},
-        merged_uri=merged_uri,
+        dedup_dir=storage.uri(layout.curation_dir("counts", snapshot, num_shards, num_buckets)),
         skipped=skipped,
-        check=checks.counts_sum_to_matches(storage, snapshot),
+        check=checks.counts_sum_to_matches(storage, snapshot, num_shards, num_buckets),
     )
 
 
@@ -249,24 +275,60 @@ def count_snapshot(
 @dataclass
 class SnapshotBalance:
     stats: BalanceStats
-    summary: dict  # what balanced/<snapshot>/summary.json holds
-    uri: str
+    summary: dict  # what balanced/<snapshot>/shards-N/buckets-B/summary.json holds
+    uri: str  # the folder of curated-<bucket>.parquet files
     check: CheckResult
 
 
-def balance_snapshot(storage: Storage, snapshot: str, settings: BalanceSettings) -> SnapshotBalance:
-    matched = storage.read_parquet(layout.merged_matched_key(snapshot))
-    counts = storage.read_npy(layout.counts_key(snapshot, cumulative=settings.count_mode == "cumulative"))
-    curated, _, stats = balance(matched, counts, t=settings.t, seed=settings.seed)
-    uri = storage.write_parquet(layout.balanced_key(snapshot), curated)
+def balance_snapshot(
+    storage: Storage, snapshot: str, settings: BalanceSettings, num_shards: int, num_buckets: int
+) -> SnapshotBalance:
+    """Balance bucket by bucket with the snapshot's (or cumulative) counts: a pair's draw depends on the pair, its
+    entries' counts and the seed only, so the curated set is the same for every shard and bucket count."""
+    cumulative = settings.count_mode == "cumulative"
+    counts = storage.read_npy(layout.counts_key(snapshot, num_shards, num_buckets, cumulative=cumulative))
+    matched_total = curated_total = 0
+    expected = 0.0
+    subset_checks = []
+    for bucket in range(num_buckets):
+        matched = storage.read_parquet(layout.dedup_bucket_key(snapshot, num_shards, num_buckets, bucket))
+        curated, _, stats = balance(matched, counts, t=settings.t, seed=settings.seed)
+        key = layout.balanced_bucket_key(snapshot, num_shards, num_buckets, bucket)
+        storage.write_parquet(key, curated)
+        subset_checks.append(checks.curated_subset_of_matched(storage, key, matched))
+        matched_total += stats.matched
+        curated_total += stats.curated
+        expected += stats.expected_curated
+    stats = BalanceStats(
+        t=settings.t, seed=settings.seed, matched=matched_total, curated=curated_total, expected_curated=expected
+    )
     summary = {
         **stats.as_dict(),
         "count_mode": settings.count_mode,
         "snapshot": snapshot,
-        "metadata_sha256": storage.read_json(layout.counts_summary_key(snapshot))["metadata_sha256"],
+        "num_shards": num_shards,
+        "num_buckets": num_buckets,
+        "metadata_sha256": storage.read_json(layout.counts_summary_key(snapshot, num_shards, num_buckets))[
+            "metadata_sha256"
+        ],
     }
-    storage.write_json(layout.balanced_summary_key(snapshot), summary, indent=2)
-    return SnapshotBalance(stats, summary, uri, checks.curated_subset_of_matched(storage, snapshot, matched))
+    storage.write_json(layout.balanced_summary_key(snapshot, num_shards, num_buckets), summary, indent=2)
+    uri = storage.uri(layout.curation_dir("balanced", snapshot, num_shards, num_buckets))
+    return SnapshotBalance(stats, summary, uri, checks.combine(subset_checks))
+
+
+def read_curated(
+    storage: Storage, snapshot: str, num_shards: int, num_buckets: int, columns: list[str] | None = None
+) -> Iterator[pl.DataFrame]:
+    """The balanced subset, one bucket at a time (what acquisition, the report and the data card read)."""
+    for bucket in range(num_buckets):
+        key = layout.balanced_bucket_key(snapshot, num_shards, num_buckets, bucket)
+        if not storage.exists(key):
+            raise FileNotFoundError(
+                f"{storage.uri(key)} is missing: materialize balanced_subset for {snapshot} first (with "
+                f"{num_shards} shards and {num_buckets} buckets)"
+            )
+        yield storage.read_parquet(key, columns=columns)
 
 
 # ---- data_card -----------------------------------------------------------------------------------------------
@@ -302,15 +364,20 @@ def pool_funnel(pool_stats: list[dict], match_stats: list[dict]) -> tuple[dict, 
     return funnel, bad, benign
 
 
-def card_for_snapshot(storage: Storage, entries: list[str], sha: str, snapshot: str, num_shards: int) -> SnapshotCard:
+def card_for_snapshot(
+    storage: Storage, entries: list[str], sha: str, snapshot: str, num_shards: int, num_buckets: int
+) -> SnapshotCard:
     """Write the data card folder (datacard.json, entry_counts_before.json, summary.json, datacard.md, plot)."""
-    summary = storage.read_json(layout.balanced_summary_key(snapshot))
-    counts_summary = storage.read_json(layout.counts_summary_key(snapshot))
-    curated = storage.read_parquet(layout.balanced_key(snapshot), columns=["entry_ids"])
-    counts_before = storage.read_npy(layout.counts_key(snapshot))
-    balance_counts = storage.read_npy(layout.counts_key(snapshot, cumulative=summary["count_mode"] == "cumulative"))
-    _, curated_ids = csr(curated)
-    counts_after = np.bincount(curated_ids, minlength=len(entries)).astype(np.uint64)
+    n, b = num_shards, num_buckets
+    summary = storage.read_json(layout.balanced_summary_key(snapshot, n, b))
+    counts_summary = storage.read_json(layout.counts_summary_key(snapshot, n, b))
+    counts_before = storage.read_npy(layout.counts_key(snapshot, n, b))
+    balance_counts = storage.read_npy(
+        layout.counts_key(snapshot, n, b, cumulative=summary["count_mode"] == "cumulative")
+    )
+    counts_after = np.zeros(len(entries), dtype=np.uint64)
+    for curated in read_curated(storage, snapshot, n, b, columns=["entry_ids"]):
+        counts_after += np.bincount(csr(curated)[1], minlength=len(entries)).astype(np.uint64)
 
     pool_stats = [storage.read_json(k) for k in require_shards(storage, snapshot, layout.pool_stats_key, num_shards)]
     match_stats = [
@@ -337,14 +404,14 @@ def card_for_snapshot(storage: Storage, entries: list[str], sha: str, snapshot: 
         other_skipped=dict(benign),
     )
     png = cumulative_plot_png(counts_before, counts_after, summary["t"], f"{snapshot}: cumulative matches")
-    plot_uri = storage.write_bytes(layout.datacard_key(snapshot, layout.DATACARD_PLOT), png)
-    card_uri = storage.write_json(layout.datacard_key(snapshot), entry_count_mapping(entries, counts_after))
+    plot_uri = storage.write_bytes(layout.datacard_key(snapshot, n, b, layout.DATACARD_PLOT), png)
+    card_uri = storage.write_json(layout.datacard_key(snapshot, n, b), entry_count_mapping(entries, counts_after))
     storage.write_json(
-        layout.datacard_key(snapshot, "entry_counts_before.json"), entry_count_mapping(entries, counts_before)
+        layout.datacard_key(snapshot, n, b, "entry_counts_before.json"), entry_count_mapping(entries, counts_before)
     )
-    storage.write_json(layout.datacard_key(snapshot, "summary.json"), card.summary(), indent=2)
+    storage.write_json(layout.datacard_key(snapshot, n, b, "summary.json"), card.summary(), indent=2)
     storage.write_text(
-        layout.datacard_key(snapshot, "datacard.md"), datacard_markdown(card, plot_uri=layout.DATACARD_PLOT)
+        layout.datacard_key(snapshot, n, b, "datacard.md"), datacard_markdown(card, plot_uri=layout.DATACARD_PLOT)
     )
     inline_plot = f"data:image/png;base64,{base64.b64encode(png).decode()}"
     return SnapshotCard(
@@ -356,5 +423,5 @@ def card_for_snapshot(storage: Storage, entries: list[str], sha: str, snapshot: 
         markdown_inline=datacard_markdown(card, plot_uri=inline_plot),
         card_uri=card_uri,
         plot_uri=plot_uri,
-        check=checks.totals_match_parquet(storage, snapshot, len(curated_ids)),
+        check=checks.totals_match_parquet(storage, snapshot, n, b, int(counts_after.sum())),
     )

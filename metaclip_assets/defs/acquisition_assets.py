@@ -20,6 +20,7 @@ from metaclip_assets.acquisition.report import write_report
 from metaclip_assets.acquisition.source import ImageSource
 from metaclip_assets.acquisition.steps import SOURCE_DEFAULTS, ShardSettings, SourceSettings, acquire_shard
 from metaclip_assets.defs.partitions import (
+    NUM_BUCKETS,
     NUM_SHARDS,
     all_shards_of_snapshot,
     check_spec,
@@ -129,6 +130,7 @@ def webdataset_shards(
         ShardSettings(**config.model_dump()),
         image_source.settings(),
         log=context.log.info,
+        num_buckets=NUM_BUCKETS,
     )
     result, summary = r.result, r.summary
     return materialize_result(
@@ -166,7 +168,7 @@ def webdataset_shards(
 )
 def acquisition_report(context: dg.AssetExecutionContext, curation_storage: CurationStorage) -> dg.MaterializeResult:
     snapshot = context.partition_key
-    r = write_report(curation_storage.storage(), snapshot, NUM_SHARDS)
+    r = write_report(curation_storage.storage(), snapshot, NUM_SHARDS, NUM_BUCKETS)
     summary = r.summary
     context.log.info(
         f"acquisition {snapshot}: {summary['ok']:,}/{summary['rows']:,} ok "

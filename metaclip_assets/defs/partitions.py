@@ -11,6 +11,8 @@ from metaclip_assets.sharding import shard_keys
 SNAPSHOT_PARTITIONS_NAME = "cc_snapshot"
 # The shard count is part of the partition definition, so it is fixed when the code location loads.
 NUM_SHARDS = settings.num_shards()
+# The snapshot steps reduce the matched shards in this many pair_id buckets (layout.curation_dir keys their outputs).
+NUM_BUCKETS = settings.num_buckets()
 
 snapshot_partitions = dg.DynamicPartitionsDefinition(name=SNAPSHOT_PARTITIONS_NAME)
 shard_partitions = dg.StaticPartitionsDefinition(shard_keys(NUM_SHARDS))

@@ -15,6 +15,7 @@ from metaclip_assets.curation.checks import (
     TOTALS_MATCH_PARQUET,
 )
 from metaclip_assets.defs.partitions import (
+    NUM_BUCKETS,
     NUM_SHARDS,
     SNAPSHOT_PARTITIONS_NAME,
     all_shards_of_snapshot,
@@ -33,7 +34,8 @@ from metaclip_assets.metadata.current import load_current_metadata
     deps=[dg.AssetDep(matched_pool, partition_mapping=all_shards_of_snapshot)],
     kinds={"numpy"},
     description="uint64 match count per metadata entry over the whole snapshot (all shards, cross-shard "
-    "duplicates removed), plus the cumulative counts over all snapshots up to this one (TiC-style).",
+    "duplicates removed, reduced one pair_id bucket at a time), plus the cumulative counts over all snapshots up "
+    "to this one (TiC-style).",
     check_specs=[check_spec(COUNTS_SUM_TO_MATCHES, "entry_counts", DESCRIPTIONS)],
 )
 def entry_counts(context: dg.AssetExecutionContext, curation_storage: CurationStorage) -> dg.MaterializeResult:
@@ -43,7 +45,9 @@ def entry_counts(context: dg.AssetExecutionContext, curation_storage: CurationSt
     def one(snapshot: str) -> dg.MaterializeResult:
         # Cumulative counts: this snapshot plus every earlier registered snapshot counted with the same metadata.
         registered = context.instance.get_dynamic_partitions(SNAPSHOT_PARTITIONS_NAME)
-        r = steps.count_snapshot(storage, entries, sha, snapshot, NUM_SHARDS, registered)
+        r = steps.count_snapshot(
+            storage, entries, sha, snapshot, NUM_SHARDS, registered, NUM_BUCKETS, log=context.log.info
+        )
         for earlier in r.skipped:
             context.log.warning(f"cumulative counts skip {earlier}: no entry counts with metadata {sha[:12]}")
         return materialize_result(
@@ -54,7 +58,9 @@ def entry_counts(context: dg.AssetExecutionContext, curation_storage: CurationSt
                 "entries_matched": r.summary["entries_matched"],
                 "cumulative_snapshots": dg.MetadataValue.json(r.summary["cumulative_snapshots"]),
                 "top_entries": dg.MetadataValue.json(r.top_entries),
-                "matched_dedup_path": dg.MetadataValue.path(r.merged_uri),
+                "buckets": NUM_BUCKETS,
+                "largest_bucket_pairs": r.summary["largest_bucket_pairs"],
+                "matched_dedup_dir": dg.MetadataValue.path(r.dedup_dir),
             },
             [r.check],
         )
@@ -92,7 +98,7 @@ def balanced_subset(
     storage = curation_storage.storage()
 
     def one(snapshot: str) -> dg.MaterializeResult:
-        r = steps.balance_snapshot(storage, snapshot, settings)
+        r = steps.balance_snapshot(storage, snapshot, settings, NUM_SHARDS, NUM_BUCKETS)
         context.log.info(f"balanced: {r.summary}")
         stats = r.stats
         return materialize_result(
@@ -133,7 +139,7 @@ def data_card(context: dg.AssetExecutionContext, curation_storage: CurationStora
     )
 
     def one(snapshot: str) -> dg.MaterializeResult:
-        r = steps.card_for_snapshot(storage, entries, sha, snapshot, NUM_SHARDS)
+        r = steps.card_for_snapshot(storage, entries, sha, snapshot, NUM_SHARDS, NUM_BUCKETS)
         card = r.card
         return materialize_result(
             {

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from metaclip_assets import layout
+from metaclip_assets import layout, settings
 from metaclip_assets.training.config import TrainConfig
 
 if TYPE_CHECKING:  # the Dagster process passes one in; the training image (no fsspec, no polars) never imports it
@@ -79,7 +79,8 @@ def train_config_for(
         "warm_start_from": warm,
         "data_root": data_root,
         "data_card_paths": [
-            f"{root}/{layout.datacard_key(snapshot, name)}" for name in ("datacard.json", "summary.json")
+            f"{root}/{layout.datacard_key(snapshot, settings.num_shards(), settings.num_buckets(), name)}"
+            for name in ("datacard.json", "summary.json")
         ],
     }
 

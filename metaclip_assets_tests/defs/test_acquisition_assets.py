@@ -18,9 +18,10 @@ from metaclip_assets import layout
 from metaclip_assets.acquisition import REASONS
 from metaclip_assets.acquisition import checks as acq_checks
 from metaclip_assets.acquisition import steps as acq_steps
+from metaclip_assets.curation.steps import read_curated
 from metaclip_assets.definitions import acquisition_assets, curation_assets
 from metaclip_assets.defs import acquisition_assets as acq
-from metaclip_assets.defs.partitions import NUM_SHARDS
+from metaclip_assets.defs.partitions import NUM_BUCKETS, NUM_SHARDS
 from metaclip_assets.sample.snapshot import make_sample_snapshot
 from metaclip_assets.storage import Storage
 from metaclip_assets_tests.conftest import (
@@ -103,7 +104,7 @@ def test_outcomes_match_the_sample_manifest(acquired):
         **{u: "http_4xx" for u in images["http_error"]},
     }
     rows = _all_rows(root)
-    curated = Storage(root).read_parquet(layout.balanced_key(SNAPSHOT))
+    curated = pl.concat(list(read_curated(Storage(root), SNAPSHOT, NUM_SHARDS, NUM_BUCKETS)))
     assert len(rows) == len(curated) and set(rows["pair_id"]) == set(curated["pair_id"])
     for url, reason in rows.select("url", "reason_code").iter_rows():
         expected = expected_by_url.get(url, "ok" if url in manifest.image_classes else "not_in_archive")
@@ -112,7 +113,7 @@ def test_outcomes_match_the_sample_manifest(acquired):
     assert failures == {"not_in_archive", "decode_error", "http_4xx"}  # all three planted kinds reached shards
 
     ok = int((rows["reason_code"] == "ok").sum())
-    summary = Storage(root).read_json(f"{layout.datacard_dir(SNAPSHOT)}/acquisition.json")
+    summary = Storage(root).read_json(f"{layout.datacard_dir(SNAPSHOT, NUM_SHARDS, NUM_BUCKETS)}/acquisition.json")
     assert summary["ok"] == ok and summary["rows"] == len(curated)
     assert summary["success_rate"] == pytest.approx(ok / len(curated), abs=1e-4)
     assert 0.6 < summary["success_rate"] < 1.0
@@ -121,7 +122,7 @@ def test_outcomes_match_the_sample_manifest(acquired):
     md = asset_metadata(report, "acquisition_report")
     assert md["success_rate"] == pytest.approx(summary["success_rate"]) and md["samples"] == ok
     assert sum(asset_metadata(r, "webdataset_shards")["dagster/row_count"] for r in shards.values()) == ok
-    card = (root / layout.datacard_dir(SNAPSHOT) / "acquisition.md").read_text()
+    card = (root / layout.datacard_dir(SNAPSHOT, NUM_SHARDS, NUM_BUCKETS) / "acquisition.md").read_text()
     assert card.startswith("## Image acquisition") and md["acquisition"] == card
     for reason in summary["reasons"]:
         assert f"`{reason}`" in card
@@ -271,7 +272,9 @@ def test_report_without_shards_gives_a_clear_error(tmp_path):
 def test_checks_read_the_files_on_disk(scratch, monkeypatch):
     root, _ = scratch
     out = root / layout.shards_dir(SNAPSHOT)
-    rows = acq_steps.rows_for_shard(Storage(root).read_parquet(layout.balanced_key(SNAPSHOT)), 2, NUM_SHARDS)
+    rows = acq_steps.rows_for_shard(
+        pl.concat(list(read_curated(Storage(root), SNAPSHOT, NUM_SHARDS, NUM_BUCKETS))), 2, NUM_SHARDS
+    )
     assert acq_checks.nothing_lost(Storage(root), rows, SNAPSHOT, 2).passed
     assert not acq_checks.nothing_lost(Storage(root), rows.slice(1), SNAPSHOT, 2).passed  # a pair the tables invented
     monkeypatch.setitem(sys.modules, "webdataset", None)  # the same grouping rule, with tarfile

@@ -10,8 +10,9 @@ import polars as pl
 import pytest
 
 from metaclip_assets import layout
+from metaclip_assets.curation.steps import read_curated
 from metaclip_assets.definitions import curation_assets
-from metaclip_assets.defs.partitions import NUM_SHARDS, shard_partitions
+from metaclip_assets.defs.partitions import NUM_BUCKETS, NUM_SHARDS, shard_partitions
 from metaclip_assets.sample.snapshot import make_sample_snapshot
 from metaclip_assets.storage import Storage
 from metaclip_assets_tests.conftest import (
@@ -70,7 +71,7 @@ def test_metadata_has_wordnet_and_wikipedia_sources(pipeline_run):
 
 def test_bad_records_are_counted_as_planted(pipeline_run):
     root, manifest, results, _ = pipeline_run
-    card = Storage(root).read_json(f"{layout.datacard_dir(SNAPSHOT)}/summary.json")
+    card = Storage(root).read_json(f"{layout.datacard_dir(SNAPSHOT, NUM_SHARDS, NUM_BUCKETS)}/summary.json")
     planted = manifest.expected_skips
     assert planted
     for reason, count in planted.items():
@@ -91,15 +92,17 @@ def test_pool_matches_manifest_pairs(pipeline_run):
 def test_balancing_cuts_the_head_and_keeps_the_tail(pipeline_run):
     root, _, _, _ = pipeline_run
     storage = Storage(root)
-    before = storage.read_json(f"{layout.datacard_dir(SNAPSHOT)}/entry_counts_before.json")
-    after = storage.read_json(f"{layout.datacard_dir(SNAPSHOT)}/datacard.json")
+    before = storage.read_json(f"{layout.datacard_dir(SNAPSHOT, NUM_SHARDS, NUM_BUCKETS)}/entry_counts_before.json")
+    after = storage.read_json(f"{layout.datacard_dir(SNAPSHOT, NUM_SHARDS, NUM_BUCKETS)}/datacard.json")
     head = [e for e, c in before.items() if c > 3 * T]
     tail = [e for e, c in before.items() if c < T]
     assert head and tail
     assert all(after.get(e, 0) < before[e] for e in head)
     assert all(after.get(e, 0) == before[e] for e in tail)  # every tail match is kept
     assert (
-        Path(storage.local_path(f"{layout.datacard_dir(SNAPSHOT)}/cumulative_matches.png")).read_bytes()[:8]
+        Path(
+            storage.local_path(f"{layout.datacard_dir(SNAPSHOT, NUM_SHARDS, NUM_BUCKETS)}/cumulative_matches.png")
+        ).read_bytes()[:8]
         == b"\x89PNG\r\n\x1a\n"
     )
 
@@ -115,15 +118,17 @@ def test_data_card_metadata_is_shown(pipeline_run):
 def test_counts_are_uint64_and_cumulative_equals_single_snapshot(pipeline_run):
     root, _, _, _ = pipeline_run
     storage = Storage(root)
-    counts = storage.read_npy(layout.counts_key(SNAPSHOT))
+    counts = storage.read_npy(layout.counts_key(SNAPSHOT, NUM_SHARDS, NUM_BUCKETS))
     assert counts.dtype == np.uint64
-    assert np.array_equal(counts, storage.read_npy(layout.counts_key(SNAPSHOT, cumulative=True)))
+    assert np.array_equal(
+        counts, storage.read_npy(layout.counts_key(SNAPSHOT, NUM_SHARDS, NUM_BUCKETS, cumulative=True))
+    )
 
 
 def test_rematerializing_is_idempotent(pipeline_run):
     root, _, results, instance = pipeline_run
     storage = Storage(root)
-    before = storage.read_parquet(layout.balanced_key(SNAPSHOT)).sort("pair_id")
+    before = pl.concat(list(read_curated(storage, SNAPSHOT, NUM_SHARDS, NUM_BUCKETS))).sort("pair_id")
     materialize(
         curation_assets,
         ["balanced_subset"],
@@ -132,7 +137,7 @@ def test_rematerializing_is_idempotent(pipeline_run):
         instance=instance,
         resources=storage_resources(root),
     )
-    after = storage.read_parquet(layout.balanced_key(SNAPSHOT)).sort("pair_id")
+    after = pl.concat(list(read_curated(storage, SNAPSHOT, NUM_SHARDS, NUM_BUCKETS))).sort("pair_id")
     assert before.equals(after)
     assert not list(Path(root).rglob(".tmp-*"))  # atomic writes leave no temp files behind
 

@@ -11,6 +11,7 @@ import pytest
 from metaclip_assets import layout
 from metaclip_assets.defs.launcher import TrainingLauncher
 from metaclip_assets.defs.training_assets import ClipTrainingConfig, clip_checkpoint
+from metaclip_assets.settings import num_buckets, num_shards
 from metaclip_assets.storage import Storage
 from metaclip_assets.training import __main__ as entry
 from metaclip_assets.training import k8s_pod
@@ -44,8 +45,8 @@ def test_paths_come_from_layout():
     assert cfg["warm_start_from"] == checkpoint_path(root, "exp", "ViT-B-32-quickgelu", "CC-MAIN-2024-10")
     assert cfg["shard_root"] == f"s3://bucket/root/{layout.SHARDS_DIR}" and cfg["data_root"] == root
     assert cfg["data_card_paths"] == [
-        f"s3://bucket/root/{layout.datacard_key(s, 'datacard.json')}",
-        f"s3://bucket/root/{layout.datacard_key(s, 'summary.json')}",
+        f"s3://bucket/root/{layout.datacard_key(s, num_shards(), num_buckets(), 'datacard.json')}",
+        f"s3://bucket/root/{layout.datacard_key(s, num_shards(), num_buckets(), 'summary.json')}",
     ]
     assert train_config_for({**recipe, "shard_root": "/elsewhere"}, s, [s], root)["shard_root"] == "/elsewhere"
 
