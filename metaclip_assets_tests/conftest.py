@@ -124,3 +124,43 @@ def asset_metadata(result, asset: str) -> dict:
     """The metadata values of the one materialization of `asset` in the run."""
     (materialization,) = result.asset_materializations_for_node(asset)
     return {k: v.value for k, v in materialization.metadata.items()}
+
+
+# --- A local S3-compatible server for the object-storage tests (moto's server mode).
+S3_BUCKET = "metaclip-test"
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """Endpoint URL of a moto S3 server on 127.0.0.1 (a free port) holding the bucket S3_BUCKET. While it runs, the
+    AWS_* variables point every S3 client (s3fs through botocore, in this process and its children) at it with fake
+    credentials; the server is stopped and the variables restored at the end of the session."""
+    import logging
+    import os
+
+    pytest.importorskip("s3fs", reason="the object-storage tests need s3fs: pip install -e '.[dev]'")
+    moto_server = pytest.importorskip("moto.server", reason="the object-storage tests need moto[server] (dev extra)")
+    import s3fs
+
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    with pytest.MonkeyPatch.context() as env:
+        env.setattr(logging.getLogger("werkzeug"), "level", logging.WARNING)  # not a log line per request
+        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
+            env.delenv(name, raising=False)
+        env.setenv("AWS_ENDPOINT_URL", endpoint)
+        env.setenv("AWS_ACCESS_KEY_ID", "testing")
+        env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        env.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        env.setenv("AWS_CONFIG_FILE", os.devnull)  # nothing from the machine's ~/.aws
+        env.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+        env.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        s3fs.S3FileSystem.clear_instance_cache()  # an instance made before would keep its old endpoint
+        try:
+            s3fs.S3FileSystem().mkdir(S3_BUCKET)
+            yield endpoint
+        finally:
+            s3fs.S3FileSystem.clear_instance_cache()
+            server.stop()

@@ -129,3 +129,10 @@ def _current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_training_refuses_a_url_output_dir_instead_of_writing_a_local_s3_folder(tmp_path):
+    from metaclip_assets.training.config import TrainConfig
+
+    with pytest.raises(ValueError, match="training_launcher.data_root"):
+        TrainConfig(snapshot="S1", output_dir="s3://bucket/root/training/x")

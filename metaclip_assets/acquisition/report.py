@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import polars as pl
 
@@ -146,13 +145,12 @@ class Report:
     markdown: str  # what acquisition.md holds
     json_uri: str
     md_uri: str
-    shards_dir: Path
+    shards_dir: str  # a path, or the URL under an object-store data root
     check: CheckResult
 
 
 def write_report(storage: Storage, snapshot: str, num_shards: int, num_buckets: int | None = None) -> Report:
     """Aggregate every shard of `snapshot` into the data card folder; check it against the balanced subset."""
-    out_dir = storage.local_path(layout.shards_dir(snapshot))
     missing = [
         s
         for s in range(num_shards)
@@ -181,6 +179,6 @@ def write_report(storage: Storage, snapshot: str, num_shards: int, num_buckets: 
     curated = pl.concat(
         [b["pair_id"] for b in read_curated(storage, snapshot, num_shards, buckets, columns=["pair_id"])]
     )
-    tars_on_disk = sorted(p.name for p in out_dir.glob("*.tar"))
+    tars_on_disk = sorted(k.rsplit("/", 1)[-1] for k in storage.list(layout.shards_dir(snapshot), (".tar",)))
     check = checks.accounts_for_curated_subset(curated, index, failures, tars_on_disk)
-    return Report(summary, md, json_uri, md_uri, out_dir, check)
+    return Report(summary, md, json_uri, md_uri, storage.uri(layout.shards_dir(snapshot)), check)

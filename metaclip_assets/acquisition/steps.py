@@ -16,21 +16,26 @@ import hashlib
 import inspect
 import json
 import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+import fsspec
 import polars as pl
+from fsspec.implementations.local import LocalFileSystem
 
 from metaclip_assets import layout
 from metaclip_assets import settings as settings_module
 from metaclip_assets.acquisition import checks, resources
 from metaclip_assets.acquisition.fetch_http import HttpImageSource
+from metaclip_assets.acquisition.mirror import ShardMirror
 from metaclip_assets.acquisition.pipeline import AcquireResult, WorkerPlan, acquire, plan_workers
 from metaclip_assets.acquisition.process import ProcessConfig
 from metaclip_assets.acquisition.source import ImageSource
 from metaclip_assets.acquisition.warc_replay import WarcReplaySource
 from metaclip_assets.checks import CheckResult
+from metaclip_assets.curation.steps import read_curated
 from metaclip_assets.progress import PROGRESS_EVERY_S, Every
 from metaclip_assets.sharding import shard_of
 from metaclip_assets.storage import Storage
@@ -91,15 +96,21 @@ class SourceSettings:
             memory_fraction=settings_module.decode_memory_fraction(),
         )
 
-    def warc_files(self, storage: Storage, snapshot: str) -> list[Path]:
+    def warc_files(self, storage: Storage, snapshot: str) -> list[str]:
+        """Local paths and object URLs of the image WARCs; a glob is absolute, a URL, or under the data root."""
         found: set[str] = set()
         for pattern in self.warc_globs:
             pattern = pattern.replace("{snapshot}", snapshot)
-            found.update(glob.glob(pattern if os.path.isabs(pattern) else str(storage.local_path(pattern))))
-        return [Path(p) for p in sorted(found)]
+            if os.path.isabs(pattern) or (storage.is_local and "://" not in pattern):
+                found.update(glob.glob(pattern if os.path.isabs(pattern) else str(storage.local_path(pattern))))
+                continue
+            fs, path = fsspec.core.url_to_fs(pattern) if "://" in pattern else (storage.fs, storage.path(pattern))
+            found.update(fs.unstrip_protocol(p) for p in fs.glob(path))
+        return sorted(found)
 
-    def open(self, storage: Storage, snapshot: str) -> tuple[ImageSource, dict]:
-        """The source, and a JSON description of it for metadata and the data card."""
+    def open(self, storage: Storage, snapshot: str, scratch: Path | None = None) -> tuple[ImageSource, dict]:
+        """The source, and a JSON description of it for metadata and the data card. WARCs in an object store are
+        read from local copies in `scratch` (default: a cache under TMPDIR that later shards on the machine reuse)."""
         if self.kind == "http":
             source = HttpImageSource(
                 timeout=self.timeout_s,
@@ -126,26 +137,67 @@ class SourceSettings:
                     f"no WARC files for {snapshot} matching {self.warc_globs} under {storage.uri('')}: put the image "
                     "WARCs there, set image_source.warc_globs, or use image_source.kind 'http'"
                 )
-            source = replay_source(storage, snapshot, files, self.max_bytes, self.max_redirects)
-            return source, {"kind": "warc", "warc_files": [str(p) for p in files], "urls_indexed": len(source)}
+            source = replay_source(storage, snapshot, files, self.max_bytes, self.max_redirects, scratch)
+            return source, {"kind": "warc", "warc_files": files, "urls_indexed": len(source)}
         raise ValueError(f"image_source.kind must be 'warc' or 'http', got {self.kind!r}")
 
 
 SOURCE_DEFAULTS = SourceSettings()
 
 
+def _file_stamp(name: str) -> list:
+    """[name, bytes, version] of a local path (mtime in ns) or an object URL (ETag, else its modification time)."""
+    fs, path = fsspec.core.url_to_fs(name)
+    if isinstance(fs, LocalFileSystem):
+        st = os.stat(path)
+        return [name, st.st_size, st.st_mtime_ns]
+    info = fs.info(path)
+    version = next((info[k] for k in ("ETag", "etag", "LastModified", "updated", "mtime") if k in info), "")
+    return [name, int(info["size"]), str(version)]
+
+
+def local_copies(stamps: list[list], scratch: Path | None = None) -> dict[str, str]:
+    """{name: local path} for WARCs given by `_file_stamp`: local files as they are, objects downloaded once into
+    `scratch` under a name that holds their version (a changed object is fetched again, never read stale)."""
+    out: dict[str, str] = {}
+    for stamp in stamps:
+        fs, path = fsspec.core.url_to_fs(stamp[0])
+        if isinstance(fs, LocalFileSystem):
+            out[stamp[0]] = path
+            continue
+        folder = scratch or Path(tempfile.gettempdir()) / "metaclip-warcs"
+        folder.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256(json.dumps(stamp).encode()).hexdigest()[:16]
+        local = folder / f"{digest}-{path.rsplit('/', 1)[-1]}"
+        if not local.exists():
+            tmp = folder / f".{local.name}.{os.getpid()}.download"
+            fs.get_file(path, str(tmp))
+            os.replace(tmp, local)  # a killed download never passes for a copy
+        out[stamp[0]] = str(local)
+    return out
+
+
 def replay_source(
-    storage: Storage, snapshot: str, files: list[Path], max_bytes: int, max_redirects: int
+    storage: Storage,
+    snapshot: str,
+    files: list[str],
+    max_bytes: int,
+    max_redirects: int,
+    scratch: Path | None = None,
 ) -> WarcReplaySource:
-    """Replay source over `files`; the URL index is scanned once and cached, keyed by the files' names, sizes
-    and mtimes, so the other shards of the snapshot (and re-runs) do not read every archive again."""
-    stamp_src = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    """Replay source over `files` (paths or object URLs); the URL index is scanned once and cached, keyed by the
+    files' names, sizes and versions, so the other shards of the snapshot (and re-runs) do not read every archive
+    again. The cached index names each file as given; its records are read from `local_copies`."""
+    stamp_src = [_file_stamp(str(p)) for p in files]
     stamp = hashlib.sha256(json.dumps(stamp_src).encode()).hexdigest()[:16]
     key = layout.warc_index_key(snapshot, stamp)
+    local = local_copies(stamp_src, scratch)
     if storage.exists(key):
-        return WarcReplaySource.from_index(storage.read_parquet(key), max_bytes=max_bytes, max_redirects=max_redirects)
-    source = WarcReplaySource.from_files(files, max_bytes=max_bytes, max_redirects=max_redirects)
-    storage.write_parquet(key, source.index_frame())
+        index = storage.read_parquet(key).with_columns(pl.col("path").replace(local))
+        return WarcReplaySource.from_index(index, max_bytes=max_bytes, max_redirects=max_redirects)
+    source = WarcReplaySource.from_files(list(local.values()), max_bytes=max_bytes, max_redirects=max_redirects)
+    names = {path: name for name, path in local.items()}
+    storage.write_parquet(key, source.index_frame().with_columns(pl.col("path").replace(names)))
     return source
 
 
@@ -177,8 +229,10 @@ class ShardAcquisition:
     result: AcquireResult
     summary: dict  # what the shard's stats.json holds
     source: dict  # the image source, described
-    out_dir: Path
+    out_dir: str  # the shards folder as a path or URL (storage.uri)
     checks: list[CheckResult]
+    index_uri: str = ""  # where the index and failure table are (result's paths are the local build folder's)
+    failures_uri: str = ""
 
 
 def acquire_shard(
@@ -189,13 +243,29 @@ def acquire_shard(
     settings: ShardSettings,
     source_settings: SourceSettings,
     log: Log = _quiet,
+    num_buckets: int | None = None,
 ) -> ShardAcquisition:
-    if not storage.exists(layout.balanced_key(snapshot)):
-        raise FileNotFoundError(
-            f"{storage.uri(layout.balanced_key(snapshot))} is missing: materialize balanced_subset for {snapshot} first"
-        )
-    rows = rows_for_shard(storage.read_parquet(layout.balanced_key(snapshot)), shard, num_shards)
-    out_dir = storage.local_path(layout.shards_dir(snapshot))  # tar writing and renames need a local filesystem
+    buckets = num_buckets or settings_module.num_buckets()
+    # bucket by bucket: memory holds one bucket of the balanced subset and this shard's rows, not the snapshot
+    rows = pl.concat(
+        [rows_for_shard(b, shard, num_shards) for b in read_curated(storage, snapshot, num_shards, buckets)]
+    )
+    # tar writing and renames need a local folder: on a URL root the shard is built in one and uploaded (mirror.py)
+    with ShardMirror.open(storage, snapshot, shard) as mirror:
+        return _acquire_into(mirror, rows, snapshot, shard, num_shards, settings, source_settings, log)
+
+
+def _acquire_into(
+    mirror: ShardMirror,
+    rows: pl.DataFrame,
+    snapshot: str,
+    shard: int,
+    num_shards: int,
+    settings: ShardSettings,
+    source_settings: SourceSettings,
+    log: Log,
+) -> ShardAcquisition:
+    storage, out_dir = mirror.storage, mirror.dir
     source, described = source_settings.open(storage, snapshot)
     label = f"{snapshot} shard {shard:03d}/{num_shards}"
     plan = source_settings.plan(settings)
@@ -209,9 +279,12 @@ def acquire_shard(
         shard=shard,
         **asdict(settings),
         plan=plan,
-        progress=progress_logger(log, label, len(rows)),
+        progress=mirror.pushing(progress_logger(log, label, len(rows))),
         progress_every_s=PROGRESS_EVERY_S,
     )
+    mirror.push()  # the index and failure table, written after the last chunk
+    mirror.verify()
+    shards_uri = storage.uri(layout.shards_dir(snapshot))
     summary = {
         **result.as_metadata(),
         "snapshot": snapshot,
@@ -219,7 +292,7 @@ def acquire_shard(
         "num_shards": num_shards,
         "source": described,
         "config": asdict(settings),
-        "out_dir": str(out_dir),
+        "out_dir": shards_uri,
         "tars": [p.name for p in result.shards],
         "tar_bytes": sum(p.stat().st_size for p in result.shards if p.exists()),
         "index": result.index_path.name,
@@ -235,6 +308,9 @@ def acquire_shard(
         result,
         summary,
         described,
-        out_dir,
-        [checks.shards_readable(storage, snapshot, shard), checks.nothing_lost(storage, rows, snapshot, shard)],
+        shards_uri,
+        # the tars are read from the local folder, which verify() found byte-for-byte (in size) in the store
+        [checks.shards_readable(mirror.view, snapshot, shard), checks.nothing_lost(storage, rows, snapshot, shard)],
+        index_uri=storage.uri(layout.acquisition_index_key(snapshot, shard)),
+        failures_uri=storage.uri(layout.acquisition_failures_key(snapshot, shard)),
     )

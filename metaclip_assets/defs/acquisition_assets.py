@@ -148,8 +148,8 @@ def webdataset_shards(
             "tar_bytes": summary["tar_bytes"],
             "rows_per_s": dg.MetadataValue.float(summary["rows_per_s"] or 0.0),
             "path": dg.MetadataValue.path(str(r.out_dir)),
-            "index": dg.MetadataValue.path(str(result.index_path)),
-            "failure_table": dg.MetadataValue.path(str(result.failures_path)),
+            "index": dg.MetadataValue.path(r.index_uri),  # where it lives (a URL under an object-store root)
+            "failure_table": dg.MetadataValue.path(r.failures_uri),
             "source": dg.MetadataValue.json(r.source),
         },
         r.checks,

@@ -96,6 +96,11 @@ class TrainConfig:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.batch_size <= 0 or self.samples_budget < self.batch_size:
             raise ValueError(f"need 0 < batch_size <= samples_budget, got {self.batch_size}, {self.samples_budget}")
+        if "://" in self.output_dir:  # a local folder named "s3:" would be created instead, outside the data root
+            raise ValueError(
+                f"output_dir {self.output_dir!r} is a URL: checkpoints are written to a filesystem path. With an "
+                "object-store data root, set training_launcher.data_root to a mounted path (a PVC, a local folder)"
+            )
         if self.replay_ratio is not None and not 0.0 <= self.replay_ratio < 1.0:
             raise ValueError(f"replay_ratio must be in [0, 1), got {self.replay_ratio}")
 

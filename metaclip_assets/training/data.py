@@ -2,6 +2,11 @@
 
 Shards are sampled with replacement (open_clip's `--dataset-resampled`): the budget is counted in samples seen,
 not epochs, so the stream never ends and a resumed run just draws a fresh stream (seeded by the resume step).
+
+Shard URLs: local paths and what webdataset opens itself (`pipe:CMD`, http(s) through curl) go to webdataset's
+`gopen`; object-store URLs (`s3://`, `gs://`, `az://`, ... any fsspec protocol whose backend is installed, e.g. s3fs)
+are streamed through fsspec (`open_shard`), with the same credentials and endpoint settings as the curation's
+`Storage`. webdataset 0.2.86 has no s3 opener (and sends gs:// to the gsutil command), hence `tar_samples`.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 import webdataset as wds
@@ -22,8 +28,60 @@ IMAGE_EXTS = "jpg;jpeg;png;webp"
 BUFFER_DIR = "replay_buffer"
 
 
+GOPEN_SCHEMES = ("", "file", "pipe", "http", "https")  # opened by webdataset itself; other schemes: fsspec
+
+
+def is_object_url(url: str) -> bool:
+    """True for an fsspec URL such as s3://bucket/key (not a path, not `pipe:`, `file:` or http(s))."""
+    scheme = urlparse(url).scheme
+    return len(scheme) > 1 and scheme not in GOPEN_SCHEMES  # one letter: a Windows drive
+
+
 def snapshot_shards(shard_root: str, snapshot: str) -> list[str]:
-    return sorted(glob.glob(os.path.join(shard_root, snapshot, "*.tar")))
+    """`<shard_root>/<snapshot>/*.tar`, sorted: local paths for a folder, URLs (s3://...) for an fsspec URL."""
+    if "://" not in shard_root:
+        return sorted(glob.glob(os.path.join(shard_root, snapshot, "*.tar")))
+    import fsspec  # here: only object-store roots need it (it comes with open_clip's huggingface_hub)
+
+    fs, root = fsspec.core.url_to_fs(shard_root)
+    folder = f"{root.rstrip('/')}/{snapshot}"
+    fs.invalidate_cache(folder)  # a listing cached earlier in this process would miss tars written since
+    found = [p for p in fs.glob(f"{folder}/*.tar") if not p.rsplit("/", 1)[-1].startswith(".")]
+    return sorted(fs.unstrip_protocol(p) for p in found)
+
+
+def open_shard(url: str):
+    """A readable binary stream of one shard: fsspec for object-store URLs, webdataset's gopen for the rest."""
+    if not is_object_url(url):
+        return wds.gopen(url)
+    import fsspec
+
+    return fsspec.open(url, "rb").open()
+
+
+def _open_shards(src, handler=wds.reraise_exception):
+    """webdataset's `url_opener` with `open_shard`: adds `stream` to each {"url": ...}; fsspec streams are closed
+    once their tar has been read (gopen's pipes keep webdataset's own handling)."""
+    for item in src:
+        url = item["url"]
+        try:
+            stream = open_shard(url)
+        except Exception as exn:  # noqa: BLE001 - the handler decides, as in webdataset
+            exn.args = exn.args + (url,)
+            if handler(exn):
+                continue
+            break
+        try:
+            yield {**item, "stream": stream}
+        finally:
+            if is_object_url(url):
+                stream.close()
+
+
+def tar_samples(src, handler=wds.reraise_exception):
+    """`wds.tarfile_to_samples()` for any shard URL (see the module docstring): {"url"} items -> samples."""
+    files = wds.tariterators.tar_file_expander(_open_shards(src, handler), handler=handler)
+    return wds.tariterators.group_by_keys(files, handler=handler)
 
 
 @dataclass
@@ -101,7 +159,7 @@ def build_replay_buffer(earlier: dict[str, list[str]], n_samples: int, out_dir: 
             shards = list(earlier[snap])
             random.Random(f"{seed}:{snap}").shuffle(shards)
             taken = 0
-            for sample in wds.DataPipeline(wds.SimpleShardList(shards), wds.tarfile_to_samples()):
+            for sample in wds.DataPipeline(wds.SimpleShardList(shards), tar_samples):
                 if taken >= quotas[snap]:
                     break
                 sink.write(
@@ -168,7 +226,7 @@ def samples(urls: list[str], seed: int, shuffle_buffer: int, rank: int = 0, worl
         wds.ResampledShards(
             rank_shards(urls, rank, world_size), worker_seed=functools.partial(worker_seed, seed), deterministic=True
         ),
-        wds.tarfile_to_samples(handler=wds.warn_and_continue),
+        functools.partial(tar_samples, handler=wds.warn_and_continue),
         *([functools.partial(_mine, rank=rank, world_size=world_size)] if split_by_key else []),
         functools.partial(_seeded_shuffle, seed=seed, bufsize=shuffle_buffer),
     )
