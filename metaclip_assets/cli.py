@@ -3,6 +3,7 @@
 - `make-sample`: generate the bundled sample snapshot (deterministic, offline) under the data root.
 - `register-snapshot`: add CommonCrawl snapshot ids as dynamic partitions (no Dagster CLI command does this).
 - `list-snapshots`: show the registered snapshot partitions.
+- `curate`: curate a registered snapshot through Dagster in a few runs (in-process, or a backfill with --launch).
 - `export`: a checkpoint as open_clip's hub folder (`--to open_clip`) or a transformers CLIPModel (`--to hf`).
 - `evaluate`: zero-shot (ImageNet wnid folders, any subset) and retrieval numbers for any open_clip model.
 """
@@ -10,12 +11,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
 
 from metaclip_assets import settings
-from metaclip_assets.defs.partitions import SNAPSHOT_PARTITIONS_NAME
 from metaclip_assets.evaluation.standalone import add_arguments as add_evaluate_arguments
 
 
@@ -51,6 +52,8 @@ def cmd_make_sample(args: argparse.Namespace) -> None:
 
 
 def cmd_register(args: argparse.Namespace) -> None:
+    from metaclip_assets.defs.partitions import SNAPSHOT_PARTITIONS_NAME  # here: `curate` sets the shard count first
+
     instance = _instance()
     known = set(instance.get_dynamic_partitions(SNAPSHOT_PARTITIONS_NAME))
     new = [s for s in args.snapshot if s not in known]
@@ -63,8 +66,45 @@ def cmd_register(args: argparse.Namespace) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> None:
+    from metaclip_assets.defs.partitions import SNAPSHOT_PARTITIONS_NAME
+
     for key in _instance().get_dynamic_partitions(SNAPSHOT_PARTITIONS_NAME):
         print(key)
+
+
+def _json_arg(text: str) -> dict:
+    """Inline JSON (starts with `{`) or the path of a JSON file."""
+    try:
+        value = json.loads(text if text.lstrip().startswith("{") else Path(text).read_text())
+    except (OSError, ValueError) as e:
+        raise argparse.ArgumentTypeError(f"{text}: not a JSON object nor a JSON file ({e})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"{text}: not a JSON object nor a JSON file (a {type(value).__name__})")
+    return value
+
+
+def _count_arg(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65536:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer from 1 to 65536")
+    return int(text)
+
+
+def cmd_curate(args: argparse.Namespace) -> None:
+    # The counts are part of the partition definitions, frozen when the code location loads: set them first.
+    for setting, value in ((settings.NUM_SHARDS, args.shards), (settings.NUM_BUCKETS, args.buckets)):
+        if value is not None:
+            os.environ[setting.name] = str(value)
+    instance = _instance()
+    from metaclip_assets.defs import curate
+
+    loaded = (curate.NUM_SHARDS, curate.NUM_BUCKETS)
+    if (args.shards or loaded[0], args.buckets or loaded[1]) != loaded:  # main() called after the definitions loaded
+        sys.exit(f"the definitions were loaded with {loaded[0]} shards, {loaded[1]} buckets: run in a new process")
+    try:
+        request = curate.Request(args.snapshot, args.metadata, args.metadata_config, args.t, args.register)
+        curate.command(instance, request, launch=args.launch)
+    except curate.CurateError as e:
+        sys.exit(f"curate: {e}")
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -107,6 +147,42 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(func=cmd_register)
     p = sub.add_parser("list-snapshots", help="print the registered snapshot partitions")
     p.set_defaults(func=cmd_list)
+    p = sub.add_parser(
+        "curate",
+        help="curate a snapshot through Dagster: metadata, every shard, the snapshot steps, with figures",
+        description="Materialize metadata_entries (when there is none yet, or --metadata/--metadata-config is "
+        "given), crawl_pool and matched_pool for every shard (one run for all shards under "
+        "METACLIP_BACKFILL=range, so one matcher serves them all), then entry_counts, balanced_subset and "
+        "data_card, in this process like `dagster asset materialize` with the in_process executor, recorded in "
+        "the DAGSTER_HOME instance. Prints per step: runs, wall, CPU seconds, peak RSS, pairs, pairs per "
+        "CPU-second. The UI and `dagster asset materialize` remain the other ways in.",
+    )
+    p.add_argument("snapshot", type=_snapshot_arg, help="a registered snapshot id (metaclip-assets list-snapshots)")
+    p.add_argument("--metadata", metavar="FILE", help="a ready MetaCLIP metadata.json (JSON list of entries) to use")
+    p.add_argument(
+        "--metadata-config",
+        type=_json_arg,
+        metavar="JSON",
+        help="metadata_entries config (inline JSON or a file, e.g. scripts/sample-metadata-config.json)",
+    )
+    p.add_argument("--t", type=float, help="balanced_subset's threshold t (default MetaCLIP's 20,000)")
+    p.add_argument(
+        "--shards",
+        type=_count_arg,
+        help="shards per snapshot (sets METACLIP_NUM_SHARDS for this command: the partitions are fixed when the "
+        "definitions load, so the UI, daemon and other commands see the same count only if they set it too)",
+    )
+    p.add_argument(
+        "--buckets", type=_count_arg, help="buckets of the snapshot steps (sets METACLIP_NUM_BUCKETS likewise)"
+    )
+    p.add_argument("--register", action="store_true", help="register the snapshot if it is not registered yet")
+    p.add_argument(
+        "--launch",
+        action="store_true",
+        help="store one asset backfill instead of running here: the daemon launches its runs through the "
+        "instance's run coordinator and launcher (and must load the code location with the same settings)",
+    )
+    p.set_defaults(func=cmd_curate)
     p = sub.add_parser("export", help="write a checkpoint in open_clip's hub layout or as a transformers CLIPModel")
     p.add_argument("checkpoint", help="a checkpoint file (ours, any version, or open_clip_train's with --arch)")
     p.add_argument("--to", action="append", choices=["open_clip", "hf"], help="format (repeat for both: DIR/<format>/)")
