@@ -11,12 +11,14 @@ from metaclip_assets.defs.eval_assets import eval_metrics
 from metaclip_assets.defs.export_assets import exported_model
 from metaclip_assets.defs.launcher import TrainingLauncher
 from metaclip_assets.defs.metadata_asset import metadata_entries
+from metaclip_assets.defs.metadata_worldwide_asset import metadata_language
 from metaclip_assets.defs.pool_assets import crawl_pool, matched_pool
 from metaclip_assets.defs.resources import CurationStorage
 from metaclip_assets.defs.snapshot_assets import balanced_subset, data_card, entry_counts
 from metaclip_assets.defs.training_assets import clip_checkpoint
 
-curation_assets = [metadata_entries, crawl_pool, matched_pool, entry_counts, balanced_subset, data_card]
+metadata_assets = [metadata_entries, metadata_language]  # English (v1) and one partition per language (worldwide)
+curation_assets = [*metadata_assets, crawl_pool, matched_pool, entry_counts, balanced_subset, data_card]
 acquisition_assets = [webdataset_shards, acquisition_report]
 training_assets = [clip_checkpoint]
 eval_assets = [eval_metrics]

@@ -144,6 +144,33 @@ def metadata_entries_key(sha256: str) -> str:
     return f"{metadata_dir(sha256)}/entries.parquet"
 
 
+# ---- worldwide metadata (metadata/worldwide.py): one folder per language; English reuses the v1 metadata above
+METADATA_WORLDWIDE_DIR = "metadata/worldwide"
+_LANG = re.compile(r"[a-z]{2,10}(?:_[a-z]{2,10})*")  # Wikipedia codes: de, zh_yue, bat_smg, simple
+WIKI_LANGUAGE_DUMP_GLOBS = tuple(f"{WIKIPEDIA_DIR}/{{lang}}/*{ext}" for ext in (".xml", ".xml.bz2", ".xml.gz"))
+OMW_GLOBS = ("omw/*.tab", "omw/*/*.tab")  # NLTK's omw-1.4 layout: omw-1.4/<code>/wn-data-<code>.tab
+
+
+def metadata_language(lang: str) -> str:
+    """`lang` if it looks like a Wikipedia language code (a folder name), else ValueError."""
+    if not isinstance(lang, str) or not _LANG.fullmatch(lang):
+        raise ValueError(f"invalid language {lang!r}: use a Wikipedia language code such as 'de' or 'zh_yue'")
+    return lang
+
+
+def metadata_language_key(lang: str, sha256: str, name: str = "metadata.json") -> str:
+    """A file of one language's metadata version: metadata.json, entries.parquet, build.json."""
+    return f"{METADATA_WORLDWIDE_DIR}/{metadata_language(lang)}/{sha256[:16]}/{name}"
+
+
+def metadata_language_current(lang: str) -> str:
+    """The pointer to a language's current metadata version."""
+    return f"{METADATA_WORLDWIDE_DIR}/{metadata_language(lang)}/current.json"
+
+
+METADATA_LANGUAGE_POINTERS = f"{METADATA_WORLDWIDE_DIR}/*/current.json"  # a glob: every language's pointer
+
+
 # ---- data card folder -----------------------------------------------------------------------------------------
 DATACARD_PLOT = "cumulative_matches.png"  # also the relative link in datacard.md
 
