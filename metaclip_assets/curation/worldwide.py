@@ -68,6 +68,7 @@ from metaclip_assets.curation.balancing import (
 )
 from metaclip_assets.curation.datacard import _md_table
 from metaclip_assets.curation.matching import _PUNCT, _WS, Matcher, _encode, _spaced_bytes
+from metaclip_assets.metadata.worldwide import CJK_LIKE_RANGES
 
 __all__ = [
     "DEFAULT_T_EN",
@@ -106,26 +107,9 @@ CJK_PUNCTUATION = frozenset(
     "\u3010\u3011\u300a\u300b\u3008\u3009\u300c\u300d\u300e\u300f\uff5e\u2014"
 )
 _PUNCTUATION = frozenset(string.punctuation) | CJK_PUNCTUATION
-# Inclusive code point ranges of is_cjk_or_similar (lines 74-95): CJK ideographs, extensions A-F, compatibility
-# ideographs, radicals, Kangxi radicals, ideographic description characters; then Thai, Lao, Myanmar, Khmer, Tibetan.
-_CJK_LIKE_RANGES = (
-    (0x4E00, 0x9FFF),
-    (0x3400, 0x4DBF),
-    (0x20000, 0x2A6DF),
-    (0x2A700, 0x2B73F),
-    (0x2B740, 0x2B81F),
-    (0x2B820, 0x2CEAF),
-    (0x2CEB0, 0x2EBEF),
-    (0xF900, 0xFAFF),
-    (0x2E80, 0x2EFF),
-    (0x2F00, 0x2FDF),
-    (0x2FF0, 0x2FFF),
-    (0x0E00, 0x0E7F),  # Thai
-    (0x0E80, 0x0EFF),  # Lao
-    (0x1000, 0x109F),  # Myanmar
-    (0x1780, 0x17FF),  # Khmer
-    (0x0F00, 0x0FFF),  # Tibetan
-)
+# The CJK-like code point ranges (is_cjk_or_similar, lines 74-95) have one home, metadata/worldwide.py, whose
+# tokenizer uses them too (its punctuation set differs: the pure-punctuation filter adds ``¿``).
+_CJK_LIKE_RANGES = CJK_LIKE_RANGES
 # Pseudo entry ids for the two per-pair draws: v1 entry ids are < 2**32, so these draws are independent of every
 # per-entry draw of `balance_pairs` with the same seed.
 _CHOICE_KEY = 2**32
