@@ -14,8 +14,10 @@ Both write parquet with the assets' settings (`storage.PARQUET_OPTIONS`: zstd le
 Exactness: the sets of (url, text, entry ids) written by all competitors are identical.
 Targets: ours >= 3x the baseline and >= 40k image-text pairs/s per core. 1 core: POLARS_MAX_THREADS=1.
 The peak RSS of a full shard run (metadata, automaton build, read, match, write) is measured in a fresh process.
+--lang (issue 18) adds "ours + LID": the same path with `build_pool(lang=True)` (worldwide mode: fastText language ID
+per distinct text, crawl/langid.py), timed in the same rounds; target: at most 1.25x ours without it.
 
-Usage: .venv/bin/python bench/bench_e2e.py [--mib 128] [--rounds 3] [--record]
+Usage: .venv/bin/python bench/bench_e2e.py [--mib 128] [--rounds 3] [--lang] [--record]
 """
 
 from __future__ import annotations
@@ -116,8 +118,8 @@ def baseline(path: Path, automaton, out: Path) -> int:
     return pairs
 
 
-def ours(path: Path, matcher, out: Path) -> int:
-    pool, _stats = build_pool([(path, path.name)], snapshot="CC-MAIN-2024-22")
+def ours(path: Path, matcher, out: Path, lang: bool = False) -> int:
+    pool, _stats = build_pool([(path, path.name)], snapshot="CC-MAIN-2024-22", lang=lang)
     matched, _ = match_pool(pool, matcher)
     matched.write_parquet(out, **PARQUET_OPTIONS)
     return pool.height
@@ -157,6 +159,7 @@ def shard_rss(path: Path, entries: int, tmp: Path) -> dict:
 def main(argv: list[str] | None = None) -> None:
     ap = wat_parser(__doc__)
     ap.add_argument("--no-rss", action="store_true")
+    ap.add_argument("--lang", action="store_true", help="also time ours with language ID (build_pool(lang=True))")
     args = ap.parse_args(argv)
     info, path = open_wat(args)
     metadata, _ = generate_metadata(args.entries, args.seed)
@@ -167,18 +170,26 @@ def main(argv: list[str] | None = None) -> None:
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        outs = {k: tmp / f"{k}.parquet" for k in ("baseline", "ours")}
+        outs = {k: tmp / f"{k}.parquet" for k in ("baseline", "ours", "lang")}
         n_base = baseline(path, automaton, outs["baseline"])
         n_ours = ours(path, matcher, outs["ours"])
         ref = triples(outs["ours"])
         assert triples(outs["baseline"]) == ref, "baseline and ours wrote different (url, text, entry ids)"
         assert n_base == n_ours, (n_base, n_ours)
+        if args.lang:
+            assert ours(path, matcher, outs["lang"], lang=True) == n_ours
+            assert triples(outs["lang"]) == ref, "language ID changed the matched rows"
+            langs = pl.read_parquet(outs["lang"], columns=["text", "lang"])
         print(f"exactness: {n_ours:,} image-text pairs read, {len(ref):,} matched rows identical in all outputs")
 
         competitors = {
             "baseline: line scan + json + pyahocorasick": lambda: baseline(path, automaton, outs["baseline"]),
             "ours: build_pool + match_pool (Matcher) + parquet": lambda: ours(path, matcher, outs["ours"]),
         }
+        if args.lang:
+            competitors["ours + LID: build_pool(lang=True) + match_pool + parquet"] = lambda: ours(
+                path, matcher, outs["lang"], lang=True
+            )
         times, loads = C.interleaved(competitors, args.rounds)
         rss = None if args.no_rss else shard_rss(path, args.entries, tmp)
     med = {k: C.median(v) for k, v in times.items()}
@@ -211,13 +222,23 @@ def main(argv: list[str] | None = None) -> None:
         f"({'met' if med[b] / med[o] >= 3 else 'MISSED'}); >= 40k pairs/s/core: {n_ours / cpu[o] / 1e3:.1f}k "
         f"per CPU-s, {n_ours / med[o] / 1e3:.1f}k per wall-s ({'met' if n_ours / med[o] >= 40e3 else 'MISSED'}).\n"
     )
+    if args.lang:
+        lid = list(med)[2]
+        top = langs["lang"].value_counts(sort=True).head(6).iter_rows()
+        body += (
+            f"\nLanguage ID (issue 18): ours + LID costs {med[lid] / med[o]:.2f}x ours wall, "
+            f"{cpu[lid] / cpu[o]:.2f}x CPU (target <= 1.25x: {'met' if med[lid] / med[o] <= 1.25 else 'MISSED'}); "
+            f"{langs['text'].n_unique():,} distinct texts among the {langs.height:,} matched rows; matched rows by lang: "
+            f"{', '.join(f'{k} {v:,}' for k, v in top)}.\n"
+        )
     if rss:
         body += (
             f"\nFull shard run in a fresh process (metadata + Matcher build + build_pool + pool parquet + "
             f"match_pool + matched parquet): peak RSS {rss['peak']:.0f} MB, {rss['seconds']:.1f} s, "
             f"{rss['pairs']:,} pairs.\n"
         )
-    C.report("End to end WAT -> matched parquet", info, body, loads, args.record)
+    title = "End to end WAT -> matched parquet" + (", with and without language ID (issue 18)" if args.lang else "")
+    C.report(title, info, body, loads, args.record)
 
 
 if __name__ == "__main__":

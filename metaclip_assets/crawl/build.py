@@ -7,8 +7,8 @@ from pathlib import Path
 
 import polars as pl
 
-from metaclip_assets.crawl import warc_html, wat
-from metaclip_assets.crawl.pool import PROGRESS_EVERY, ProgressFn, ReadStats, empty_pool
+from metaclip_assets.crawl import langid, warc_html, wat
+from metaclip_assets.crawl.pool import LANG_SCHEMA, PROGRESS_EVERY, ProgressFn, ReadStats, empty_pool
 
 # --- entry points ----------------------------------------------------------------------------
 
@@ -44,6 +44,7 @@ def build_pool(
     snapshot: str,
     progress: ProgressFn | None = None,
     progress_every: int = PROGRESS_EVERY,
+    lang: bool = False,
 ) -> tuple[pl.DataFrame, ReadStats]:
     """Read (path, source_name) files into one pool without duplicate (url, text) pairs.
 
@@ -51,6 +52,7 @@ def build_pool(
     (the first by (source_file, record_offset)) do not depend on the order of `files`.
     Unlike MetaCLIP (dedup per image uuid within one file) the dedup here spans all files.
     `progress`, if given, receives running totals over the files read so far.
+    `lang=True` (worldwide mode) appends a `lang` column (`with_lang`); the default leaves the v1 pool untouched.
     """
     names = [name for _, name in files]
     if len(set(names)) != len(names):
@@ -74,4 +76,11 @@ def build_pool(
     pool = pool.unique(subset=["url", "text"], keep="first", maintain_order=True)
     total.duplicates_dropped += before - pool.height
     total.pairs = pool.height
-    return pool, total
+    return (with_lang(pool) if lang else pool), total
+
+
+def with_lang(pool: pl.DataFrame) -> pl.DataFrame:
+    """`pool` with a `lang` column last (LANG_SCHEMA): `langid.detect` of its `text`, each distinct text once."""
+    texts = pool["text"].unique(maintain_order=True)  # alt-texts repeat ("logo", "image"): LID runs once per text
+    codes = pl.Series("lang", langid.detect(texts.to_list()), dtype=LANG_SCHEMA["lang"])
+    return pool.with_columns(pl.col("text").replace_strict(texts, codes, return_dtype=codes.dtype).alias("lang"))

@@ -35,6 +35,9 @@ POOL_SCHEMA: dict[str, pl.DataType] = {
     "fetch_time": pl.Utf8,
     "source_format": pl.Utf8,
 }
+# Worldwide mode only (build_pool(lang=True)): the text's Wikipedia language code or "other" (crawl/langid.py),
+# appended after POOL_SCHEMA's columns; v1 pools never carry it.
+LANG_SCHEMA: dict[str, pl.DataType] = {"lang": pl.Utf8}
 
 # Why a record (or a link inside one) was dropped: the one list of reasons (the data card's bad-record table shows
 # every one of them; README "Guarantees" says what input gets which). Anything else worth counting that is *not*
