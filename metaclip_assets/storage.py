@@ -164,6 +164,12 @@ class Storage:
     ) -> pl.DataFrame:
         """Rows with lo <= `column` < hi (hi None: no upper bound) of a uint64-keyed parquet, reading only the row
         groups whose statistics overlap the range (files sorted by `column` keep this to about one group extra)."""
+        if self.is_local:  # polars prunes row groups by their statistics too, without importing pyarrow.dataset
+            predicate = pl.col(column) >= pl.lit(lo, dtype=pl.UInt64)
+            if hi is not None:
+                predicate = predicate & (pl.col(column) < pl.lit(hi, dtype=pl.UInt64))
+            frame = pl.scan_parquet(self.path(key)).filter(predicate)
+            return (frame.select(columns) if columns else frame).collect()
         import pyarrow as pa
         import pyarrow.dataset as pads
 
