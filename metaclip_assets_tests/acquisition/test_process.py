@@ -8,10 +8,13 @@ import os
 import time
 
 import numpy as np
+import polars as pl
 import pytest
 from PIL import Image
 
+from metaclip_assets.acquisition import process
 from metaclip_assets.acquisition.process import ImageRejected, ProcessConfig, process_image
+from metaclip_assets.acquisition.warc_replay import WarcReplaySource
 from metaclip_assets_tests.acquisition import _support as sup
 
 
@@ -69,6 +72,71 @@ def test_large_jpeg_decoded_with_draft_keeps_original_size():
     data = encode(Image.fromarray(arr), "JPEG", quality=80)
     out = process_image(data, ProcessConfig(64, "center_crop", jpeg_quality=90))
     assert (out.original_width, out.original_height, out.width, out.height) == (2000, 1500, 64, 64)
+
+
+def photo(size: tuple[int, int], seed: int = 0) -> Image.Image:
+    """Photo-like RGB: smooth colour fields, fine texture and noise (a misplaced resample shows up in PSNR)."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    arr = np.stack([128 + 80 * np.sin(xx * f + c) * np.cos(yy * f - c) for c, f in enumerate((0.02, 0.03, 0.045))], -1)
+    arr += 25 * np.sin(xx * 0.3 + yy * 0.2)[..., None] + rng.normal(0, 5, arr.shape)
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+
+
+def psnr(a: bytes, b: bytes) -> float:
+    mse = np.mean((np.asarray(decoded(a), float) - np.asarray(decoded(b), float)) ** 2)
+    return float("inf") if mse == 0 else float(10 * np.log10(255**2 / mse))
+
+
+def _resize_then_crop(img: Image.Image, target: tuple[int, int], side: int) -> Image.Image:
+    """center_crop as it was before issue 17: the whole image resized to the keep-ratio size, then cropped."""
+    full = img.resize(target, Image.Resampling.BICUBIC, reducing_gap=3.0) if img.size != target else img
+    left, top = (target[0] - side) // 2, (target[1] - side) // 2
+    return full.crop((left, top, left + side, top + side))
+
+
+def assert_crop_matches_resize_then_crop(images: list[bytes], sides: tuple[int, ...], monkeypatch) -> None:
+    """center_crop resamples only the crop's source region; the result must equal resizing the whole image
+    and cropping it, up to rounding (>= 40 dB PSNR on the written JPEGs; half a pixel off scores ~33 dB)."""
+    for side in sides:
+        cfg = ProcessConfig(side, "center_crop")
+        new = [process_image(d, cfg) for d in images]
+        with monkeypatch.context() as m:
+            m.setattr(process, "_resized_centre", _resize_then_crop)
+            old = [process_image(d, cfg) for d in images]
+        for i, (a, b) in enumerate(zip(old, new, strict=True)):
+            assert (a.width, a.height, a.sha256) == (b.width, b.height, b.sha256) == (side, side, a.sha256)
+            assert psnr(a.jpeg, b.jpeg) >= 40, (i, side, psnr(a.jpeg, b.jpeg))
+
+
+def test_center_crop_equals_resize_then_crop(monkeypatch):
+    sizes = [(640, 480), (480, 640), (1280, 720), (2000, 1500), (97, 61), (300, 300)]  # drafted, upscaled, square
+    images = [encode(photo(s, i), "JPEG", quality=92) for i, s in enumerate(sizes)]
+    images.append(encode(photo((500, 375), 7).convert("L")))  # grey: resized as L, made RGB afterwards
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    images.append(encode(photo((640, 400), 8), "JPEG", exif=exif))  # rotated before the crop
+    assert_crop_matches_resize_then_crop(images, (256, 64), monkeypatch)
+
+
+@pytest.mark.realdata
+def test_center_crop_equals_resize_then_crop_on_real_images(realdata, monkeypatch):
+    coco = [p.read_bytes() for p in sorted((realdata / "coco-mini-val2017" / "val2017").glob("*.jpg"))]
+    src = WarcReplaySource.from_files(sorted((realdata / "warc-with-images-ukwa").glob("*.warc.gz")))
+    frame = src.index_frame().filter(pl.col("content_type").str.starts_with("image/"))
+    web = [r.body for u in frame["url"] if (r := src.fetch(u)).ok and r.body]
+    web = [d for d in web if _decodes(d)]
+    assert len(coco) > 50 and len(web) > 20
+    assert_crop_matches_resize_then_crop(coco + web, (256, 224), monkeypatch)
+
+
+def _decodes(data: bytes) -> bool:
+    try:
+        process_image(data, ProcessConfig(16))
+    except ImageRejected:
+        return False
+    return True
 
 
 def test_exif_orientation_applied():
