@@ -156,3 +156,16 @@ def test_matching_engines_agree_on_edge_cases(with_bad):
     got = m._match_batch_automaton(texts)
     assert np.array_equal(got[0], off) and np.array_equal(got[1], ids) and got[1].dtype == np.uint32
     assert [m.match_batch([t])[1].tolist() for t in texts] == [m.match(t) for t in texts]
+
+
+@pytest.mark.slow
+def test_bench_snapshot_memory_runs_on_a_tiny_snapshot(tmp_path):
+    """Every curation command through `dagster asset materialize`, measured: the script's table comes out."""
+    if not Path("/usr/bin/time").exists():
+        pytest.skip("/usr/bin/time (GNU time) is not installed: the script measures each command with it")
+    out = run(
+        "bench_snapshot_memory.py",
+        *("--files", "2", "--mib", "0.5", "--entries", "3000", "--workdir", str(tmp_path)),
+        timeout=300,
+    )
+    assert "entry_counts" in out and "data_card" in out
