@@ -19,8 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from metaclip_assets import layout
 from metaclip_assets.defs.launcher import TrainingLauncher
 from metaclip_assets.defs.training_assets import ClipTrainingConfig, clip_checkpoint
+from metaclip_assets.settings import num_buckets, num_shards
 from metaclip_assets.storage import Storage
 from metaclip_assets.training import checkpoint
 from metaclip_assets.training.config import TrainConfig
@@ -118,7 +120,8 @@ def test_asset_config_orders_snapshots_and_warm_starts_from_previous():
     assert cfg["output_dir"] == "/data/training/metaclip/tiny-clip/CC-MAIN-2024-18"
     assert (
         cfg["shard_root"] == "/data/shards"
-        and cfg["data_card_paths"][0] == "/data/datacard/CC-MAIN-2024-18/datacard.json"
+        and cfg["data_card_paths"][0]
+        == f"/data/{layout.datacard_key('CC-MAIN-2024-18', num_shards(), num_buckets(), 'datacard.json')}"
     )
     assert (
         train_config_for(
