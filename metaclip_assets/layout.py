@@ -173,6 +173,9 @@ METADATA_LANGUAGE_POINTERS = f"{METADATA_WORLDWIDE_DIR}/*/current.json"  # a glo
 
 # ---- data card folder -----------------------------------------------------------------------------------------
 DATACARD_PLOT = "cumulative_matches.png"  # also the relative link in datacard.md
+# In the data card folder: the snapshot's curation run in MLflow ({run_id, experiment_id, tracking_uri, url,
+# dataset}), written by curation/tracking.py and read by the training that trains on the snapshot.
+DATACARD_MLFLOW_RUN = "mlflow_run.json"
 
 
 def datacard_key(snapshot: str, num_shards: int, num_buckets: int, name: str = "datacard.json") -> str:

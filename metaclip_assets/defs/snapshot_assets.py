@@ -4,10 +4,13 @@ The work is `metaclip_assets.curation.steps` (count_snapshot, balance_snapshot, 
 wire partitions and storage and turn the plain results into Dagster metadata.
 """
 
+import dataclasses
+
 import dagster as dg
 from pydantic import Field
 
 from metaclip_assets.curation import steps
+from metaclip_assets.curation import tracking as curation_tracking
 from metaclip_assets.curation.checks import (
     COUNTS_SUM_TO_MATCHES,
     CURATED_SUBSET_OF_MATCHED,
@@ -28,6 +31,9 @@ from metaclip_assets.defs.pool_assets import matched_pool
 from metaclip_assets.defs.resources import CurationStorage
 from metaclip_assets.defs.results import materialize_result
 from metaclip_assets.metadata.current import load_current_metadata
+from metaclip_assets.storage import Storage
+from metaclip_assets.training.plan import ASSET_DEFAULTS as TRAINING
+from metaclip_assets.training.tracking import Tracker, sqlite_store_uri
 
 
 @snapshot_asset(
@@ -119,15 +125,41 @@ def balanced_subset(
     return materialize_each(context, sorted(run_partition_keys(context)), one)
 
 
+class DataCardConfig(dg.Config):
+    """The curation run in MLflow: same store and experiment as the training's (training/plan.py ASSET_DEFAULTS)."""
+
+    experiment: str = Field(default=TRAINING.experiment, description="MLflow experiment (one per pipeline)")
+    tracking_uri: str | None = Field(
+        default=TRAINING.tracking_uri,
+        description="None: $MLFLOW_TRACKING_URI, else the data root's sqlite store; 'none' logs no curation run",
+    )
+    mlflow_ui_url: str | None = Field(
+        default=TRAINING.mlflow_ui_url, description="UI base for run links of a sqlite store"
+    )
+
+
+def curation_tracker(config: DataCardConfig, storage: Storage, log) -> Tracker | None:
+    """The training's store rule; an object-store data root has no sqlite file, so only a configured store."""
+    uri = dataclasses.replace(TRAINING, tracking_uri=config.tracking_uri, data_root=storage.root).resolve_tracking_uri()
+    if uri and not storage.is_local and uri == sqlite_store_uri(storage.root):
+        log(f"no curation run: {storage!r} is an object store; set data_card.tracking_uri or $MLFLOW_TRACKING_URI")
+        uri = None
+    return Tracker(uri, config.experiment, config.mlflow_ui_url) if uri else None
+
+
 @snapshot_asset(
     deps=[balanced_subset],
     kinds={"json", "markdown"},
     description="MetaCLIP data card of the snapshot: entry -> count before and after balancing, the funnel, "
-    "bad records, head/tail tables and the cumulative-matches plot.",
+    "bad records, head/tail tables and the cumulative-matches plot; logged as an MLflow run (params, funnel "
+    "metrics, the card as artifacts, the curated set as an mlflow.data dataset) that the training run names.",
     check_specs=[check_spec(TOTALS_MATCH_PARQUET, "data_card", DESCRIPTIONS)],
 )
-def data_card(context: dg.AssetExecutionContext, curation_storage: CurationStorage) -> dg.MaterializeResult:
+def data_card(
+    context: dg.AssetExecutionContext, config: DataCardConfig, curation_storage: CurationStorage
+) -> dg.MaterializeResult:
     storage = curation_storage.storage()
+    tracker = curation_tracker(config, storage, context.log.warning)
     entries, sha = load_current_metadata(storage)
     table_schema = dg.TableSchema(
         columns=[
@@ -141,6 +173,13 @@ def data_card(context: dg.AssetExecutionContext, curation_storage: CurationStora
     def one(snapshot: str) -> dg.MaterializeResult:
         r = steps.card_for_snapshot(storage, entries, sha, snapshot, NUM_SHARDS, NUM_BUCKETS)
         card = r.card
+        if tracker:
+            run = curation_tracking.log_curation_run(storage, snapshot, r, NUM_SHARDS, NUM_BUCKETS, tracker)
+            context.log.info(f"curation run {run.run_id} ({run.seconds} s): {run.url}")
+            mlflow = {"mlflow_run_url": dg.MetadataValue.url(run.url), "mlflow_run_id": run.run_id}
+        else:
+            curation_tracking.forget_curation_run(storage, snapshot, NUM_SHARDS, NUM_BUCKETS)
+            mlflow = {"mlflow_run_id": "none (tracking off)"}
         return materialize_result(
             {
                 "data_card": dg.MetadataValue.md(r.markdown_inline),
@@ -157,6 +196,7 @@ def data_card(context: dg.AssetExecutionContext, curation_storage: CurationStora
                 "entries_curated": card.entries_curated,
                 "datacard_json": dg.MetadataValue.path(r.card_uri),
                 "plot": dg.MetadataValue.path(r.plot_uri),
+                **mlflow,
             },
             [r.check],
         )

@@ -18,9 +18,10 @@ import open_clip
 import torch
 
 from metaclip_assets import settings
+from metaclip_assets.curation.tracking import dataset_input, read_run_record
 from metaclip_assets.training import checkpoint, data, distributed, models
 from metaclip_assets.training.config import TrainConfig, lr_at
-from metaclip_assets.training.tracking import Tracker
+from metaclip_assets.training.tracking import RUN_FILE, Tracker
 
 TRAIN_LOG = "train_log.jsonl"
 RESULT = "result.json"
@@ -121,7 +122,7 @@ class Trainer:
             else:
                 self.log(f"warning: {latest} belongs to another training config; starting over")
                 if self.group.is_main:
-                    (self.out / "mlflow_run.json").unlink(missing_ok=True)
+                    (self.out / RUN_FILE).unlink(missing_ok=True)
         if self.resumed_from is None and cfg.warm_started:
             if not os.path.isfile(cfg.warm_start_from):
                 raise FileNotFoundError(
@@ -213,6 +214,11 @@ class Trainer:
             for p in cfg.data_card_paths:
                 if os.path.isfile(p):
                     tracker.log_artifact(p, "data_card")
+            curation = read_run_record(cfg.data_card_paths, data_card_sha)
+            if curation:  # one MLflow view from crawl to metrics: the curation run of the data trained on
+                tracker.set_tags({"curation_run_id": curation["run_id"], "curation_run_url": curation["url"]})
+                if curation.get("dataset"):
+                    tracker.client.log_inputs(tracker.run_id, [dataset_input(curation["dataset"], "training")])
             log(f"mlflow run {tracker.run_id}: {tracker.run_url}")
 
         log_path = self.out / TRAIN_LOG
