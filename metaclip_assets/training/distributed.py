@@ -10,8 +10,10 @@ match it. Only rank 0 speaks: checkpoints, MLflow, the train log and Dagster Pip
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -87,6 +89,21 @@ def init(device: str = "auto") -> Group:
 def _device(device: str) -> torch.device:
     local = int(os.environ.get("LOCAL_RANK", "0"))
     return torch.device(f"cuda:{local}") if device.startswith("cuda") else torch.device(device)
+
+
+def redirect_output(path: Path) -> None:
+    """Send this process's stdout and stderr (file descriptors 1 and 2, so C++ and warnings too) to `path`.
+
+    Under torchrun every rank inherits the pod's stdout and stderr, where rank 0 writes its Dagster Pipes messages
+    line by line; another rank writing there at the same moment can split a message line. The other ranks log to
+    their own file instead (torchrun's failure summary names the rank; its traceback is in this file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
 
 
 def shutdown() -> None:

@@ -73,6 +73,8 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         # torchrun's process group (or a group of one); under torchrun each rank takes its LOCAL_RANK's GPU.
         self.group = distributed.init(cfg.device)
+        if not self.group.is_main:  # the pod log carries rank 0's Pipes messages: no other rank may write into it
+            distributed.redirect_output(self.out / "logs" / f"rank-{self.group.rank}.log")
         self.device = self.group.device
         self.world_size = self.group.world_size
         self.global_batch = cfg.batch_size * self.world_size

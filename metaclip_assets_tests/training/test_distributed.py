@@ -115,6 +115,7 @@ def test_torchrun_acceptance_run_records_world_size_and_loads_in_open_clip(shard
     assert result["world_size"] == 2 and result["global_batch"] == 32 and result["steps"] == 8
     assert result["samples_seen"] == 256 and result["mlflow_run_id"]
     assert done.stdout.count('"world_size"') == 1  # the other rank printed nothing
+    assert (Path(result["checkpoint_path"]).parent / "logs" / "rank-1.log").exists()  # it logs to its own file
     state = checkpoint.load(result["checkpoint_path"])
     assert state["world_size"] == 2 and state["global_batch"] == 32
     assert_open_clip_loads(Path(result["checkpoint_path"]), state["state_dict"])
