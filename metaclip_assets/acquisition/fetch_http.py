@@ -9,12 +9,20 @@ certificate against the host name. Redirects are followed by this module, never 
 Time is bounded by one deadline per attempt covering DNS, connect, TLS, headers and body across all
 redirect hops. Socket timeouts alone cannot do that (a server that drips one byte per second never trips
 a per-recv timeout), so a single watchdog thread shuts down sockets whose deadline has passed.
+
+Politeness: robots.txt is fetched once per scheme+host+port per source instance (one run) through the same guard
+and honoured for every hop of an image URL (`robots.py`: RFC 9309, 4xx = no rules, 5xx/unreachable = disallow);
+at most `max_per_host` connections per host, requests to one host at least `min_host_interval` apart (more where
+robots.txt asks with Crawl-delay / Request-rate), and `Retry-After` on 429/503 holds back the whole host.
 """
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import heapq
 import http.client
+import importlib.metadata
 import ipaddress
 import itertools
 import random
@@ -28,14 +36,28 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from urllib.parse import quote, urljoin, urlsplit
 
+from metaclip_assets.acquisition import robots
 from metaclip_assets.acquisition.source import FetchResult, decode_content_encoding, fail, is_non_image_type
 
-DEFAULT_USER_AGENT = "metaclip-assets/0.1 (+https://github.com/metaclip-assets/metaclip-assets; CLIP data curation)"
-UA_TOKEN = "metaclip-assets"  # the agent name matched against "agent: directive" X-Robots-Tag values
+UA_TOKEN = "metaclip-assets"  # our agent name in robots.txt groups and "agent: directive" X-Robots-Tag values
+DEFAULT_CONTACT_URL = "https://github.com/metaclip-assets/metaclip-assets"  # operators set their own (config)
+try:
+    _VERSION = importlib.metadata.version("metaclip-assets")
+except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
+    _VERSION = "0+unknown"
+
+
+def user_agent_for(contact_url: str) -> str:
+    """The User-Agent we send: the project, its version and where a site owner can reach whoever runs it."""
+    return f"{UA_TOKEN}/{_VERSION} (+{contact_url}; CLIP data curation)"
+
+
+DEFAULT_USER_AGENT = user_agent_for(DEFAULT_CONTACT_URL)
 OPT_OUT_DIRECTIVES = frozenset({"noai", "noimageai"})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 OK_STATUSES = frozenset({200, 203})
 _CHUNK = 64 * 1024
+_IMAGE_ACCEPT = "image/avif,image/webp,image/png,image/jpeg,image/*;q=0.8,*/*;q=0.5"
 # A DNS name as resolvers accept it (letters, digits, '-', '_'; labels of 1-63; at most 253 in all). Anything else
 # (spaces, control characters, empty labels) is a malformed URL, not a name to send to DNS and retry.
 _HOST_NAME = re.compile(r"(?=.{1,253}\.?$)[A-Za-z0-9_-]{1,63}(\.[A-Za-z0-9_-]{1,63})*\.?")
@@ -240,12 +262,20 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
 
 
 class _Limiter:
-    """Per-host and global connection slots. Host first, so queued threads do not hold global slots."""
+    """Per-host and global connection slots, and per-host request spacing.
 
-    def __init__(self, total: int, per_host: int) -> None:
+    Host slot first, so queued threads do not hold global slots. A request starts no earlier than its host's
+    `_due` time: the previous start + the host's interval, or the end of a Retry-After. A thread whose turn is
+    more than `max_wait` away fails `rate_limited` instead of holding a worker (and its slots) that long.
+    """
+
+    def __init__(self, total: int, per_host: int, min_interval: float = 0.0, max_wait: float = 30.0) -> None:
         self._total = threading.BoundedSemaphore(total)
         self._per_host = per_host
+        self.min_interval, self.max_wait = min_interval, max_wait
         self._hosts: dict[str, threading.BoundedSemaphore] = {}
+        self._interval: dict[str, float] = {}  # hosts whose robots.txt asks for more than min_interval
+        self._due: dict[str, float] = {}  # host -> monotonic time before which no request may start
         self._lock = threading.Lock()
 
     def slot(self, host: str) -> _Slot:
@@ -253,19 +283,59 @@ class _Limiter:
             sem = self._hosts.get(host)
             if sem is None:
                 sem = self._hosts[host] = threading.BoundedSemaphore(self._per_host)
-        return _Slot(sem, self._total)
+        return _Slot(self, host, sem)
+
+    def slow_down(self, host: str, interval: float) -> None:
+        with self._lock:
+            self._interval[host] = max(self._interval.get(host, 0.0), interval)
+
+    def defer(self, host: str, seconds: float) -> None:
+        """No request to `host` for `seconds` (a server's Retry-After)."""
+        with self._lock:
+            self._due[host] = max(self._due.get(host, 0.0), time.monotonic() + seconds)
+
+    def _turn(self, host: str) -> None:
+        """Take a global slot at the host's next allowed start; the host slot is already held."""
+        start = time.monotonic()
+        while True:
+            with self._lock:
+                due = self._due.get(host, 0.0)
+            now = time.monotonic()
+            if due > now:
+                if due - start > self.max_wait:
+                    raise FetchRefused(
+                        "rate_limited",
+                        f"{host}: next request allowed in {due - now:.1f}s, longer than max_wait {self.max_wait}s",
+                        transient=True,
+                        retry_after=due - now,  # more than max_wait: not retried within this fetch
+                    )
+                time.sleep(due - now)
+                continue
+            self._total.acquire()
+            with self._lock:
+                now = time.monotonic()
+                if self._due.get(host, 0.0) <= now:  # still our turn after waiting for the global slot
+                    interval = max(self.min_interval, self._interval.get(host, 0.0))
+                    if interval > 0:
+                        self._due[host] = now + interval
+                    return
+            self._total.release()
 
 
 class _Slot:
-    def __init__(self, host_sem: threading.BoundedSemaphore, total: threading.BoundedSemaphore) -> None:
-        self._host, self._total = host_sem, total
+    def __init__(self, limiter: _Limiter, host: str, host_sem: threading.BoundedSemaphore) -> None:
+        self._limiter, self._name, self._host = limiter, host, host_sem
 
     def __enter__(self) -> None:
         self._host.acquire()
-        self._total.acquire()
+        try:
+            self._limiter._turn(self._name)
+        except BaseException:
+            self._host.release()
+            raise
 
     def __exit__(self, *exc: object) -> None:
-        self._total.release()
+        self._limiter._total.release()
         self._host.release()
 
 
@@ -289,12 +359,29 @@ def opted_out(values: Iterable[str], ua_token: str = UA_TOKEN, directives: froze
     return False
 
 
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delay-seconds or an HTTP-date (RFC 9110 10.2.3); None if absent
+    or unparsable. A date in the past means 0."""
+    value = (value or "").strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # HTTP-dates are GMT; a zone-less one is read as such
+        when = when.replace(tzinfo=datetime.UTC)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
 class HttpImageSource:
     """`ImageSource` over the network. Thread-safe: call `fetch` from a thread pool.
 
     `allow_loopback_for_tests` admits 127.0.0.0/8 and ::1 (and only those) so that tests can talk to a
     local server; private, link-local and every other forbidden range stay refused even then.
     `resolver` replaces DNS (tests use it to map a name to a forbidden address without touching DNS).
+    `user_agent` replaces the one built from `contact_url`; `max_wait` bounds how long a request waits for its
+    host's turn (Crawl-delay, Retry-After) before failing `rate_limited`.
     """
 
     def __init__(
@@ -308,7 +395,12 @@ class HttpImageSource:
         max_redirects: int = 5,
         max_connections: int = 64,
         max_per_host: int = 4,
-        user_agent: str = DEFAULT_USER_AGENT,
+        min_host_interval: float = 0.0,
+        max_wait: float = 30.0,
+        respect_robots: bool = True,
+        max_robots_hosts: int = 10_000,
+        contact_url: str = DEFAULT_CONTACT_URL,
+        user_agent: str | None = None,
         ua_token: str = UA_TOKEN,
         opt_out_directives: Iterable[str] = OPT_OUT_DIRECTIVES,
         allow_loopback_for_tests: bool = False,
@@ -317,12 +409,14 @@ class HttpImageSource:
     ) -> None:
         self.timeout, self.max_bytes, self.max_retries = timeout, max_bytes, max_retries
         self.backoff, self.max_backoff, self.max_redirects = backoff, max_backoff, max_redirects
-        self.user_agent, self.ua_token = user_agent, ua_token
+        self.user_agent, self.ua_token = user_agent or user_agent_for(contact_url), ua_token
+        self.respect_robots, self.max_wait = respect_robots, max_wait
+        self.robots = robots.RobotsCache(max_robots_hosts)
         self.opt_out_directives = frozenset(d.lower() for d in opt_out_directives)
         self.allow_loopback_for_tests = allow_loopback_for_tests
         self._resolver = resolver or system_resolver
         self._ssl = ssl_context or ssl.create_default_context()
-        self._limiter = _Limiter(max_connections, max_per_host)
+        self._limiter = _Limiter(max_connections, max_per_host, min_host_interval, max_wait)
 
     # public ------------------------------------------------------------------------------------
     def fetch(self, url: str) -> FetchResult:
@@ -335,6 +429,13 @@ class HttpImageSource:
                 return FetchResult(url, True, status, ctype, body, "ok", time.monotonic() - start, final_url, attempt)
             except FetchRefused as e:
                 wait = self._backoff_for(attempt, e)
+                if e.retry_after is not None and wait is None and e.reason != "rate_limited":
+                    e = FetchRefused(
+                        "rate_limited",
+                        f"{e.detail}: Retry-After {e.retry_after:.0f}s is longer than max_wait {self.max_wait}s",
+                        transient=True,
+                        status=e.status,
+                    )
                 if not e.transient or attempt > self.max_retries or wait is None:
                     return fail(
                         url, e.reason, time.monotonic() - start, status=e.status, attempts=attempt, detail=e.detail
@@ -358,7 +459,7 @@ class HttpImageSource:
     def _backoff_for(self, attempt: int, e: FetchRefused) -> float | None:
         wait = min(self.max_backoff, self.backoff * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
         if e.retry_after is not None:
-            if e.retry_after > self.max_backoff:
+            if e.retry_after > self.max_wait:
                 return None  # the server asks for longer than we are willing to hold a worker
             wait = max(wait, e.retry_after)
         return wait
@@ -384,21 +485,59 @@ class HttpImageSource:
             raise FetchRefused("dns_error", f"{host}: no addresses")
         return ips
 
-    def _attempt(self, url: str) -> tuple[int, str | None, bytes, str]:
+    def _attempt(self, url: str, *, robots_txt: bool = False) -> tuple[int, str | None, bytes, str]:
         deadline: float | None = None  # starts once the first connection slot is held: queueing is not fetching
         for _hop in range(self.max_redirects + 1):
             scheme, host, port, target = _split_url(url)
+            if self.respect_robots and not robots_txt:
+                self._check_robots(url, scheme, host, port)  # every hop: a redirect may land on another host
             with self._limiter.slot(host):
                 if deadline is None:
                     deadline = time.monotonic() + self.timeout
-                ips = self._resolve(host, port, deadline)
-                for ip in ips:  # refuse the host if ANY of its addresses is forbidden: mixed records are a tell
-                    self.check_address(ip)
-                location = self._request(url, scheme, host, port, target, ips, deadline)
+                ips = self._checked_ips(host, port, deadline)
+                location = self._request(url, scheme, host, port, target, ips, deadline, robots_txt=robots_txt)
             if isinstance(location, tuple):
                 return location
             url = location
         raise FetchRefused("too_many_redirects", f"more than {self.max_redirects} redirects")
+
+    def _checked_ips(self, host: str, port: int, deadline: float) -> list[str]:
+        ips = self._resolve(host, port, deadline)
+        for ip in ips:  # refuse the host if ANY of its addresses is forbidden: mixed records are a tell
+            self.check_address(ip)
+        return ips
+
+    def _check_robots(self, url: str, scheme: str, host: str, port: int) -> None:
+        verdict = self.robots.get((scheme, host, port), lambda: self._load_robots(scheme, host, port))
+        if verdict.denied is not None:
+            # not retried here: the verdict holds for the run (source.TRANSIENT marks it for a later run)
+            raise FetchRefused(verdict.denied, verdict.detail)
+        if not verdict.allows(url, self.ua_token):
+            raise FetchRefused(
+                "robots_disallowed", f"robots.txt of {host}:{port} disallows this path for {self.ua_token}"
+            )
+
+    def _load_robots(self, scheme: str, host: str, port: int) -> robots.Robots:
+        """This host's robots.txt verdict, with retries of transient failures. A host the image request itself
+        would refuse or fail to resolve raises that failure (uncached), so the image fails with its true reason."""
+        self._checked_ips(host, port, time.monotonic() + self.timeout)
+        name = f"[{host}]" if ":" in host else host
+        url = f"{scheme}://{name}:{port}/robots.txt"
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                verdict = robots.parse(self._attempt(url, robots_txt=True)[2], self.ua_token)
+                break
+            except FetchRefused as e:
+                wait = self._backoff_for(attempt, e)
+                if not e.transient or attempt > self.max_retries or wait is None:
+                    verdict = robots.after_failure(e.reason, e.detail)
+                    break
+                time.sleep(wait)
+        if verdict.delay > 0:
+            self._limiter.slow_down(host, verdict.delay)
+        return verdict
 
     def _connect(
         self, scheme: str, host: str, port: int, ips: list[str], deadline: float
@@ -427,15 +566,25 @@ class HttpImageSource:
         raise last
 
     def _request(
-        self, url: str, scheme: str, host: str, port: int, target: str, ips: list[str], deadline: float
+        self,
+        url: str,
+        scheme: str,
+        host: str,
+        port: int,
+        target: str,
+        ips: list[str],
+        deadline: float,
+        *,
+        robots_txt: bool = False,
     ) -> tuple[int, str | None, bytes, str] | str:
-        """One hop: the response as (status, content type, body, url), or the next URL of a redirect."""
+        """One hop: the response as (status, content type, body, url), or the next URL of a redirect.
+        `robots_txt`: any 2xx, any content type, and the body cut (not refused) at robots.MAX_ROBOTS_BYTES."""
         conn, token = None, None
         try:
             conn, token = self._connect(scheme, host, port, ips, deadline)
             conn.putrequest("GET", target, skip_accept_encoding=True)
             conn.putheader("User-Agent", self.user_agent)
-            conn.putheader("Accept", "image/avif,image/webp,image/png,image/jpeg,image/*;q=0.8,*/*;q=0.5")
+            conn.putheader("Accept", "text/plain,*/*;q=0.5" if robots_txt else _IMAGE_ACCEPT)
             conn.putheader("Accept-Encoding", "identity")
             conn.putheader("Connection", "close")
             conn.endheaders()
@@ -443,8 +592,20 @@ class HttpImageSource:
             status, ctype = resp.status, resp.getheader("Content-Type")
             if status in REDIRECT_STATUSES and resp.getheader("Location"):
                 return _redirect_target(url, resp.getheader("Location", ""), status)
+            if robots_txt and 200 <= status < 300:
+                body = self._read_body(conn, resp, deadline, status, limit=robots.MAX_ROBOTS_BYTES)
+                try:
+                    text = decode_content_encoding(body, resp.getheader("Content-Encoding"), robots.MAX_ROBOTS_BYTES)
+                except OverflowError:
+                    text = None
+                if text is None:
+                    raise FetchRefused("bad_encoding", "robots.txt Content-Encoding", status=status)
+                return status, ctype, text, url
             if status not in OK_STATUSES:
-                raise self._status_error(status, resp)
+                error = self._status_error(status, resp)
+                if error.retry_after is not None:
+                    self._limiter.defer(host, error.retry_after)  # the whole host waits, not only this URL
+                raise error
             if opted_out(resp.headers.get_all("X-Robots-Tag") or (), self.ua_token, self.opt_out_directives):
                 raise FetchRefused(
                     "opt_out", "X-Robots-Tag: " + "; ".join(resp.headers.get_all("X-Robots-Tag") or ()), status=status
@@ -474,10 +635,18 @@ class HttpImageSource:
                 conn.close()
 
     def _read_body(
-        self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse, deadline: float, status: int
+        self,
+        conn: http.client.HTTPConnection,
+        resp: http.client.HTTPResponse,
+        deadline: float,
+        status: int,
+        *,
+        limit: int | None = None,
     ) -> bytes:
+        """The body, refused past `max_bytes`; with `limit`, its first `limit` bytes (the rest is never read)."""
         parts: list[bytes] = []
         size = 0
+        cap = self.max_bytes if limit is None else limit
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -486,7 +655,7 @@ class HttpImageSource:
                 )
             if conn.sock is not None:
                 conn.sock.settimeout(remaining)
-            chunk = resp.read(min(_CHUNK, self.max_bytes + 1 - size))
+            chunk = resp.read(min(_CHUNK, cap + 1 - size))
             if not chunk:
                 if resp.length:  # http.client counts down Content-Length and returns b"" at EOF without raising
                     raise FetchRefused(
@@ -498,15 +667,14 @@ class HttpImageSource:
                 return b"".join(parts)
             parts.append(chunk)
             size += len(chunk)
-            if size > self.max_bytes:
+            if limit is not None and size > limit:
+                return b"".join(parts)[:limit]
+            if size > cap:
                 raise FetchRefused("too_large", f"body passed {self.max_bytes} bytes", status=status)
 
     @staticmethod
     def _status_error(status: int, resp: http.client.HTTPResponse) -> FetchRefused:
-        retry_after = None
-        ra = (resp.getheader("Retry-After") or "").strip()
-        if ra.isdigit():
-            retry_after = float(ra)
+        retry_after = parse_retry_after(resp.getheader("Retry-After"))
         if status == 429:
             return FetchRefused(
                 "http_429", "429 Too Many Requests", transient=True, status=status, retry_after=retry_after

@@ -22,6 +22,10 @@ REASONS: dict[str, str] = {
     "too_many_redirects": "redirect chain longer than the limit",
     "bad_redirect": "redirect whose Location is not a valid http(s) URL (unparsable, bad host name or port): not followed",
     "opt_out": "X-Robots-Tag opt-out (noai / noimageai) for this agent",
+    "robots_disallowed": "the host's robots.txt disallows this URL for our agent (RFC 9309 rules; not fetched)",
+    "robots_unreachable": "the host's robots.txt answered 5xx/429 or could not be fetched: RFC 9309 says assume "
+    "complete disallow (for this run; a later run asks again)",
+    "rate_limited": "the host asked us to wait (Retry-After, Crawl-delay) longer than max_wait: not fetched now",
     # network
     "dns_error": "host name did not resolve",
     "timeout": "total deadline (DNS + connect + headers + body) exceeded",
@@ -52,7 +56,17 @@ REASONS: dict[str, str] = {
 # Failures a later retry can plausibly fix (the network or the server changes); the rest describe the URL or
 # the bytes themselves. The pipeline uses this only for reporting, `retry_failed` retries every failure.
 TRANSIENT = frozenset(
-    {"dns_error", "timeout", "connection_error", "truncated", "http_429", "http_5xx", "archive_error"}
+    {
+        "dns_error",
+        "timeout",
+        "connection_error",
+        "truncated",
+        "http_429",
+        "http_5xx",
+        "archive_error",
+        "robots_unreachable",
+        "rate_limited",
+    }
 )
 
 

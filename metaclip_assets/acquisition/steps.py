@@ -77,7 +77,11 @@ class SourceSettings:
     max_redirects: int = _HTTP["max_redirects"].default
     max_connections: int = _HTTP["max_connections"].default
     max_per_host: int = _HTTP["max_per_host"].default
-    user_agent: str = _HTTP["user_agent"].default
+    min_host_interval_s: float = _HTTP["min_host_interval"].default
+    max_wait_s: float = _HTTP["max_wait"].default
+    respect_robots: bool = _HTTP["respect_robots"].default
+    contact_url: str = _HTTP["contact_url"].default
+    user_agent: str | None = _HTTP["user_agent"].default  # None: built from contact_url
 
     def worker_count(self) -> int:
         if self.workers:
@@ -121,14 +125,21 @@ class SourceSettings:
                 max_redirects=self.max_redirects,
                 max_connections=self.max_connections,
                 max_per_host=self.max_per_host,
+                min_host_interval=self.min_host_interval_s,
+                max_wait=self.max_wait_s,
+                respect_robots=self.respect_robots,
+                contact_url=self.contact_url,
                 user_agent=self.user_agent,
             )
             return source, {
                 "kind": "http",
-                "user_agent": self.user_agent,
+                "user_agent": source.user_agent,
                 "timeout_s": self.timeout_s,
                 "max_retries": self.max_retries,
                 "max_per_host": self.max_per_host,
+                "min_host_interval_s": self.min_host_interval_s,
+                "max_wait_s": self.max_wait_s,
+                "respect_robots": self.respect_robots,
             }
         if self.kind == "warc":
             files = self.warc_files(storage, snapshot)

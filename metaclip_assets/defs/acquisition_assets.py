@@ -66,7 +66,26 @@ class ImageSourceResource(dg.ConfigurableResource):
     max_per_host: int = Field(
         default=SOURCE_DEFAULTS.max_per_host, description="http: open connections per host (politeness)"
     )
-    user_agent: str = SOURCE_DEFAULTS.user_agent
+    min_host_interval_s: float = Field(
+        default=SOURCE_DEFAULTS.min_host_interval_s,
+        description="http: least seconds between requests to one host (robots.txt Crawl-delay raises it per host)",
+    )
+    max_wait_s: float = Field(
+        default=SOURCE_DEFAULTS.max_wait_s,
+        description="http: longest a request waits for its host (Crawl-delay, Retry-After); longer: rate_limited",
+    )
+    respect_robots: bool = Field(
+        default=SOURCE_DEFAULTS.respect_robots,
+        description="http: fetch each host's robots.txt once per run and skip what it disallows for metaclip-assets",
+    )
+    contact_url: str = Field(
+        default=SOURCE_DEFAULTS.contact_url,
+        description="http: where site owners reach whoever runs the crawl; sent in the User-Agent. Set your own",
+    )
+    user_agent: str | None = Field(
+        default=SOURCE_DEFAULTS.user_agent,
+        description="http: full User-Agent override; default 'metaclip-assets/<version> (+<contact_url>; ...)'",
+    )
 
     def settings(self) -> SourceSettings:
         return SourceSettings(**{f.name: getattr(self, f.name) for f in fields(SourceSettings)})
