@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import numbers
-import os
 import time
 import warnings
 from pathlib import Path
@@ -177,20 +175,9 @@ def _mlflow_type(dtype: pl.DataType) -> Any:
 
 
 def dataset_input(dataset: dict, context: str):
-    """An `mlflow.entities.DatasetInput` of a recorded dataset, for `MlflowClient.log_inputs`."""
+    """An `mlflow.entities.DatasetInput` of a recorded dataset (training/tracking.py has the same for the training
+    side: curation may not import training, and the training image does not ship curation)."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
     entity = Dataset(**{k: dataset.get(k) for k in ("name", "digest", "source_type", "source", "schema", "profile")})
     return DatasetInput(entity, tags=[InputTag(CONTEXT_TAG, context)])
-
-
-def read_run_record(data_card_paths: list[str], data_card_sha: str | None) -> dict | None:
-    """The curation run recorded next to a training's data card files (filesystem paths as the training process
-    sees them); None without a record, or when the card changed after the run was logged (another card version)."""
-    if not data_card_paths or data_card_sha is None:
-        return None
-    path = os.path.join(os.path.dirname(data_card_paths[0]), layout.DATACARD_MLFLOW_RUN)
-    if not os.path.isfile(path):
-        return None
-    record = json.loads(Path(path).read_text())
-    return record if record.get("data_card_sha256") == data_card_sha else None

@@ -18,10 +18,9 @@ import open_clip
 import torch
 
 from metaclip_assets import settings
-from metaclip_assets.curation.tracking import dataset_input, read_run_record
 from metaclip_assets.training import checkpoint, data, distributed, models
 from metaclip_assets.training.config import TrainConfig, lr_at
-from metaclip_assets.training.tracking import RUN_FILE, Tracker
+from metaclip_assets.training.tracking import RUN_FILE, Tracker, dataset_input, read_run_record
 
 TRAIN_LOG = "train_log.jsonl"
 RESULT = "result.json"

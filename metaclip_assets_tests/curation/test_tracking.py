@@ -13,7 +13,7 @@ from metaclip_assets.curation import tracking
 from metaclip_assets.training.config import TrainConfig
 from metaclip_assets.training.loop import Trainer
 from metaclip_assets.training.toy_data import make_toy_shards
-from metaclip_assets.training.tracking import Tracker, sqlite_store_uri
+from metaclip_assets.training.tracking import Tracker, read_run_record, sqlite_store_uri
 from metaclip_assets_tests.curation import test_steps
 from metaclip_assets_tests.curation.test_steps import BUCKETS, SHARDS, SNAPSHOT
 
@@ -104,11 +104,11 @@ def test_training_run_names_the_curation_run(logged, tmp_path):
 def test_record_of_another_card_version_is_not_used(logged, tmp_path):
     storage, *_ = logged
     paths = [storage.path(layout.datacard_key(SNAPSHOT, SHARDS, BUCKETS, n)) for n in tracking.CARD_HASHED]
-    record = tracking.read_run_record(paths, logged[3].data_card_sha256)
+    record = read_run_record(paths, logged[3].data_card_sha256)
     assert record is not None and record["run_id"] == logged[3].run_id
-    assert tracking.read_run_record(paths, "0" * 64) is None  # the card changed after the run was logged
-    assert tracking.read_run_record([str(tmp_path / "datacard.json")], "0" * 64) is None  # no record
-    assert tracking.read_run_record([], None) is None
+    assert read_run_record(paths, "0" * 64) is None  # the card changed after the run was logged
+    assert read_run_record([str(tmp_path / "datacard.json")], "0" * 64) is None  # no record
+    assert read_run_record([], None) is None
 
 
 def test_metric_values_flatten_numbers_only():
