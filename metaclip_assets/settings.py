@@ -91,6 +91,11 @@ DECODE_MEMORY_FRACTION = Setting(
     "share of the process's memory (cgroup limit, else physical) that image acquisition's fetched bodies and "
     "decodes may hold; decode workers = what fits after the bodies / the worst-case decode",
 )
+BLUR_FACES = Setting(
+    "METACLIP_BLUR_FACES",
+    "off",
+    "'on': image acquisition pixelates the faces it detects before writing (default of the blur_faces config)",
+)
 
 ALL = [
     DATA_ROOT,
@@ -112,6 +117,7 @@ ALL = [
     BENCH_DIR,
     SHARED,
     DECODE_MEMORY_FRACTION,
+    BLUR_FACES,
 ]
 
 
@@ -163,6 +169,10 @@ def decode_memory_fraction() -> float:
     if not 0 < fraction <= 1:
         raise ValueError(f"{DECODE_MEMORY_FRACTION.name} must be a number in (0, 1], got {value!r}")
     return fraction
+
+
+def blur_faces() -> bool:
+    return BLUR_FACES.on()
 
 
 def shared_dir(repo_root: Path) -> Path:

@@ -32,6 +32,7 @@ from typing import Any
 
 import polars as pl
 
+from metaclip_assets.acquisition.faces import load_detector
 from metaclip_assets.acquisition.process import (
     DECODE_BYTES_PER_PIXEL,
     DEFAULT_MAX_PIXELS,
@@ -84,6 +85,7 @@ SAMPLE_SCHEMA: dict[str, pl.DataType] = {
     "original_height": pl.Int32,
     "width": pl.Int32,
     "height": pl.Int32,
+    "faces_blurred": pl.Int32,  # 0 with blurring off; null on rows without an image
     "attempts": pl.Int32,
     "fetch_seconds": pl.Float64,
     "config": pl.Utf8,
@@ -198,6 +200,8 @@ class AcquireResult:
     processed_rows: int = 0  # rows whose outcome was decided in this run
     transient_failures: int = 0  # failed rows a later retry_failed run might recover (source.TRANSIENT)
     plan: WorkerPlan | None = None  # the fetch / decode workers used, and why
+    images_with_faces: int = 0  # distinct images kept with at least one face blurred (blur_faces on)
+    faces_blurred: int = 0  # faces blurred in those images
 
     @property
     def ok(self) -> int:
@@ -224,6 +228,8 @@ class AcquireResult:
             "elapsed_s": round(self.elapsed_s, 3),
             "rows_per_s": round(self.processed_rows / self.elapsed_s, 2) if self.elapsed_s > 0 else None,
             "workers": self.plan.describe() if self.plan else None,
+            "images_with_faces": self.images_with_faces,
+            "faces_blurred": self.faces_blurred,
         }
 
 
@@ -317,6 +323,8 @@ def _load_complete(out_dir: Path, chunk: _Chunk, fingerprint: str) -> pl.DataFra
         return None
     try:
         df = pl.read_parquet(side)
+        if "faces_blurred" not in df.columns:  # sidecars written before face blurring existed
+            df = df.with_columns(pl.lit(None, dtype=pl.Int32).alias("faces_blurred")).select(list(SAMPLE_SCHEMA))
     except Exception:  # noqa: BLE001 - an unreadable sidecar just means "redo this chunk"
         return None
     if df["key"].to_list() != chunk.keys or (df["config"] != fingerprint).any():
@@ -354,6 +362,7 @@ def _record(
         original_height=img.original_height if img else None,
         width=img.width if img else None,
         height=img.height if img else None,
+        faces_blurred=img.faces if img else None,
     )
     return rec
 
@@ -429,6 +438,7 @@ def acquire(
     jpeg_quality: int = 95,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     min_image_size: int = 0,
+    blur_faces: bool = False,
     retry_failed: bool = False,
     workers: int = 16,
     plan: WorkerPlan | None = None,
@@ -451,7 +461,10 @@ def acquire(
         jpeg_quality=jpeg_quality,
         max_pixels=max_pixels,
         min_image_size=min_image_size,
+        blur_faces=blur_faces,
     )
+    if blur_faces:
+        load_detector()  # fail now, not as an internal_error on every row
     fingerprint = cfg.fingerprint()
     if plan is None:
         plan = plan_workers(cfg, detect(), workers=workers, body_bytes=getattr(source, "max_bytes", 16 << 20))
@@ -555,7 +568,14 @@ def acquire(
         processed_rows=processed,
         transient_failures=sum(final_counts[r] for r in TRANSIENT),
         plan=plan,
+        **face_counts(allrows.filter(pl.col("reason_code") == "ok")),
     )
+
+
+def face_counts(index: pl.DataFrame) -> dict[str, int]:
+    """images_with_faces / faces_blurred of an index: per distinct image (its texts share one JPEG)."""
+    per_image = index.filter(pl.col("faces_blurred") > 0).unique("image_uuid")
+    return {"images_with_faces": per_image.height, "faces_blurred": int(per_image["faces_blurred"].sum() or 0)}
 
 
 __all__ = [

@@ -54,6 +54,7 @@ class ProcessedImage:
     original_height: int
     original_format: str
     sha256: str  # of the original bytes: the dedup key
+    faces: int = 0  # faces blurred (ProcessConfig.blur_faces)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +64,7 @@ class ProcessConfig:
     jpeg_quality: int = 95
     max_pixels: int = DEFAULT_MAX_PIXELS
     min_image_size: int = 0  # smallest original side accepted; 0 accepts all
+    blur_faces: bool = False  # pixelate faces found by faces.py before encoding
 
     def __post_init__(self) -> None:
         if self.resize_mode not in RESIZE_MODES:
@@ -77,7 +79,8 @@ class ProcessConfig:
 
     def fingerprint(self) -> str:
         """Stable text of everything that changes the JPEG bytes; stored with each shard to detect changes."""
-        return f"{self.resize_mode}:{self.image_size}:q{self.jpeg_quality}:px{self.max_pixels}:min{self.min_image_size}"
+        text = f"{self.resize_mode}:{self.image_size}:q{self.jpeg_quality}:px{self.max_pixels}:min{self.min_image_size}"
+        return text + ":faces" if self.blur_faces else text  # off: unchanged, so earlier shards stay complete
 
 
 def _target_size(w: int, h: int, cfg: ProcessConfig) -> tuple[int, int]:
@@ -259,6 +262,11 @@ def process_image(data: bytes, cfg: ProcessConfig) -> ProcessedImage:
             canvas = Image.new("RGB", (cfg.image_size, cfg.image_size), (255, 255, 255))
             canvas.paste(rgb, ((cfg.image_size - tw) // 2, (cfg.image_size - th) // 2))
             rgb = canvas
+        faces = 0
+        if cfg.blur_faces:
+            from metaclip_assets.acquisition.faces import blur_faces  # OpenCV loads only when asked for
+
+            rgb, faces = blur_faces(rgb)
         out = io.BytesIO()
         rgb.save(out, "JPEG", quality=cfg.jpeg_quality)
     except ImageRejected:
@@ -270,4 +278,4 @@ def process_image(data: bytes, cfg: ProcessConfig) -> ProcessedImage:
         raise ImageRejected("decode_error", f"{type(e).__name__}: {e}"[:300]) from None
     except MemoryError:
         raise ImageRejected("decompression_bomb", "out of memory while decoding") from None
-    return ProcessedImage(out.getvalue(), rgb.width, rgb.height, ow, oh, fmt, digest)
+    return ProcessedImage(out.getvalue(), rgb.width, rgb.height, ow, oh, fmt, digest, faces)

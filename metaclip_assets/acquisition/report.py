@@ -10,6 +10,7 @@ import polars as pl
 
 from metaclip_assets import layout, settings
 from metaclip_assets.acquisition import checks
+from metaclip_assets.acquisition.pipeline import face_counts
 from metaclip_assets.acquisition.source import REASONS, TRANSIENT
 from metaclip_assets.checks import CheckResult
 from metaclip_assets.curation.steps import read_curated
@@ -71,6 +72,8 @@ def summarize(snapshot: str, stats: list[dict], index: pl.DataFrame, failures: p
         "workers": [{"shard": s["shard"], **s["workers"]} for s in stats if s.get("workers")],
         "per_shard": [{k: s[k] for k in PER_SHARD_FIELDS} | {"tars": len(s["tars"])} for s in stats],
         "failure_examples": examples,
+        # blur_faces: distinct images kept with faces pixelated, and how many faces (0 when it was off)
+        **(face_counts(index) if "faces_blurred" in index.columns else {"images_with_faces": 0, "faces_blurred": 0}),
     }
 
 
@@ -111,7 +114,9 @@ def report_markdown(s: dict) -> str:
         f"Success rate **{s['success_rate']:.1%}**.",
         "",
         f"Source: {where}. Images: {images}. Failures a retry may fix: {s['transient_failures']:,}. Identical images "
-        f"under different URLs in different shards: {s['cross_shard_duplicate_images']:,}.",
+        f"under different URLs in different shards: {s['cross_shard_duplicate_images']:,}. Faces blurred: "
+        f"{s.get('faces_blurred', 0):,} in {s.get('images_with_faces', 0):,} image(s)"
+        f"{'' if cfg.get('blur_faces') else ' (face blurring off)'}.",
         "",
         "| reason | pairs | share | meaning |",
         "|---|---:|---:|---|",

@@ -59,6 +59,7 @@ class ShardSettings:
     jpeg_quality: int = _PROCESS.jpeg_quality
     max_pixels: int = _PROCESS.max_pixels
     min_image_size: int = _PROCESS.min_image_size
+    blur_faces: bool = settings_module.blur_faces()  # faces.py: Haar detection + pixelation before encoding
     retry_failed: bool = False  # re-fetch failed rows of complete tars (else skipped)
 
 

@@ -117,6 +117,10 @@ class WebdatasetShardsConfig(dg.Config):
     min_image_size: int = Field(
         default=ShardSettings.min_image_size, description="smallest original side accepted; 0 accepts all"
     )
+    blur_faces: bool = Field(
+        default=ShardSettings.blur_faces,
+        description="pixelate faces (OpenCV Haar cascade) before writing; default METACLIP_BLUR_FACES (k8s: on)",
+    )
     retry_failed: bool = Field(
         default=ShardSettings.retry_failed, description="re-fetch failed rows of complete tars (else skipped)"
     )
