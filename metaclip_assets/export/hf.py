@@ -363,11 +363,9 @@ def write_hf(model, model_cfg: dict, preprocess_cfg: dict, out_dir) -> Path:
         (tmp / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
         (tmp / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n")
         (tmp / _MARKER).write_text(json.dumps({"format": "hf", "load_processor_with": {"backend": "pil"}}) + "\n")
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        if out.exists():
-            out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
+        from metaclip_assets.export.run import publish  # the one swap-into-place of every export folder
+
+        publish(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
