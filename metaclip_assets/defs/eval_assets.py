@@ -16,11 +16,11 @@ from pydantic import Field
 from metaclip_assets.defs.launcher import EVAL_MODULE, TrainingLauncher
 from metaclip_assets.defs.partitions import SNAPSHOT_PARTITIONS_NAME, snapshot_partitions
 from metaclip_assets.defs.resources import CurationStorage
+from metaclip_assets.defs.training_assets import TrainedModelChoice
 from metaclip_assets.evaluation import datasets
 from metaclip_assets.evaluation.__main__ import CHECK_FINITE, CHECK_REGRESSION, REGRESSION_SEVERITY
 from metaclip_assets.evaluation.config import EvalConfig
 from metaclip_assets.evaluation.plan import eval_config_for
-from metaclip_assets.training.plan import ASSET_DEFAULTS as TRAIN_DEFAULTS
 from metaclip_assets.training.plan import earlier_snapshots, require_checkpoint, resolve_checkpoints
 
 
@@ -59,12 +59,10 @@ class RetrievalSetConfig(dg.Config):
     max_images: int | None = None
 
 
-class EvalMetricsConfig(dg.Config):
+class EvalMetricsConfig(TrainedModelChoice):
     """Which checkpoint (model + experiment, as clip_checkpoint was configured) and what to measure; defaults from
     the training asset's and EvalConfig's."""
 
-    model: str = TRAIN_DEFAULTS.model
-    experiment: str = TRAIN_DEFAULTS.experiment
     heldout: bool = Field(default=True, description="zero-shot on the snapshot's own split <data_root>/eval/<s>/")
     zeroshot: list[ZeroShotSetConfig] = Field(default=[], description="extra zero-shot sets")
     retrieval: list[RetrievalSetConfig] = Field(default=[], description="retrieval sets")

@@ -8,16 +8,14 @@ from pydantic import Field
 from metaclip_assets import layout
 from metaclip_assets.defs.partitions import snapshot_partitions
 from metaclip_assets.defs.resources import CurationStorage
+from metaclip_assets.defs.training_assets import TrainedModelChoice
 from metaclip_assets.export.run import FORMATS, export_in_storage
-from metaclip_assets.training.plan import ASSET_DEFAULTS as TRAIN_DEFAULTS
 from metaclip_assets.training.plan import require_checkpoint
 
 
-class ExportConfig(dg.Config):
+class ExportConfig(TrainedModelChoice):
     """Which checkpoint (model + experiment, as clip_checkpoint was configured) and which formats."""
 
-    model: str = TRAIN_DEFAULTS.model
-    experiment: str = TRAIN_DEFAULTS.experiment
     formats: list[str] = Field(default=list(FORMATS), description="open_clip (hub layout) and/or hf (transformers)")
 
 

@@ -25,6 +25,14 @@ from metaclip_assets.training.__main__ import CHECK_LOSS_FINITE
 from metaclip_assets.training.plan import ASSET_DEFAULTS as DEFAULTS
 
 
+class TrainedModelChoice(dg.Config):
+    """Which trained model an asset downstream of clip_checkpoint reads: model + experiment, as clip_checkpoint was
+    configured (defaults: training/plan.py ASSET_DEFAULTS)."""
+
+    model: str = DEFAULTS.model
+    experiment: str = DEFAULTS.experiment
+
+
 class ClipTrainingConfig(dg.Config):
     """The recipe (training/plan.py ASSET_DEFAULTS: OpenAI's / MetaCLIP's, with a budget for the CPU sample)."""
 
